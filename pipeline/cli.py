@@ -1,0 +1,188 @@
+"""`vae-augment`: one CLI for training, class statistics, generation, evaluation and preview."""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off users' terminals
+
+import click  # noqa: E402
+
+from vae_model.errors import UserError  # noqa: E402
+
+
+class _Group(click.Group):
+    """Turns our UserErrors into a one-line message and an exit code; no traceback for user mistakes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show library logs (TensorFlow, Beam) as well.")
+@click.pass_context
+def cli(ctx, verbose):
+    """Train a VAE on digits and generate synthetic labeled datasets with Apache Beam."""
+    ctx.obj = {"verbose": verbose}
+    from pipeline.logs import quiet_libraries
+    quiet_libraries(verbose)
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML model/training config (see configs/); default: the built-in default config.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (replaced atomically when training succeeds).")
+@click.option("--data", default=None, help="Training data source, e.g. mnist, csv:train.csv, idx:DIR, npz:FILE "
+                                           "(overrides train.data in the config).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set train.epochs=5 --set model.latent_dim=2. Repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(config_path, out_dir, data, overrides, quiet):
+    """Train a VAE and write MODEL_DIR (models, metrics, latent stats, plots)."""
+    from vae_model.config import load_config
+
+    overrides = list(overrides) + ([f"train.data={_yaml_str(data)}"] if data else [])
+    cfg = load_config(config_path, overrides)
+    from vae_model.training import train as run_training
+
+    meta = run_training(cfg, out_dir, verbose=0 if quiet else ("auto" if sys.stdout.isatty() else 2))
+    test = meta["metrics"].get("test")
+    click.echo(f"model {meta['model_id']} written to {out_dir} in {meta['train_seconds']} s")
+    if test:
+        click.echo(f"test -ELBO {test['neg_elbo']:.2f} ({test['unit']}) = reconstruction {test['reconstruction']:.2f}"
+                   f" + KL {test['kl']:.2f} over {test['images']} images")
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 0,3,7") from None
+    if not out:
+        raise click.BadParameter("give at least one class, e.g. 0,3,7")
+    return out
+
+
+def _formats(ctx, param, value):
+    from pipeline.generate import FORMATS
+    out = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise click.BadParameter(f"{value!r}: choose from {', '.join(FORMATS)} (comma-separated)")
+    return out
+
+
+def _positive(ctx, param, value):
+    import math
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise click.BadParameter(f"must be a positive number, got {value}")
+    return value
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--model", default=None, help="Model directory (local or gs://); default: the bundled MNIST model.")
+@click.option("--out", required=True, help="Output directory (local or gs://) for shards and manifest.json.")
+@click.option("--num", type=int, default=None, help="Total records, spread over the classes as evenly as possible.")
+@click.option("--per-class", type=int, default=None, help="Exactly this many records for each class in --classes.")
+@click.option("--sampler", type=click.Choice(["prior", "centroid", "classgauss", "posterior", "gmm", "conditional"]),
+              default="classgauss", show_default=True, help="How latent codes are drawn.")
+@click.option("--classes", callback=_int_list, default=None, help="Comma-separated classes (default: all).")
+@click.option("--spread", type=float, default=1.0, show_default=True, callback=_positive,
+              help="Scale of the noise around the class centre / prior.")
+@click.option("--labeled-data", default=None, help="Compute class statistics from this source inside the job "
+                                                    "(e.g. mnist, csv:FILE) instead of the model directory's.")
+@click.option("--stats", "stats_path", default=None, help="Class statistics file from `vae-augment stats`.")
+@click.option("--gmm-components", type=int, default=3, show_default=True, help="Mixture size for --sampler gmm.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Job seed; same seed, same records.")
+@click.option("--formats", default="parquet,tfrecord", show_default=True, callback=_formats,
+              help="Comma-separated output formats.")
+@click.option("--shards", type=int, default=None, help="Shards per format (default: one per 50,000 records).")
+@click.option("--batch-size", type=int, default=4096, show_default=True,
+              help="Records per work unit and decoder batch.")
+@click.option("--runner", type=click.Choice(["DirectRunner", "DataflowRunner"]), default="DirectRunner",
+              show_default=True, help="Beam runner.")
+@click.option("--workers", type=int, default=None, help="Local worker processes, or Dataflow workers.")
+@click.option("--gpu", default=None, help="Dataflow GPU type, e.g. nvidia-l4 (adds the accelerator service option "
+                                          "and resource hint).")
+@click.option("--overwrite", is_flag=True, help="Replace another job's output in --out.")
+@click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+def generate(beam_args, **kw):
+    """Sample latent codes, decode them in batches with Beam, write Parquet/TFRecord shards + manifest.
+
+    Unknown options (BEAM_ARGS) go to Beam's PipelineOptions, e.g. --direct_running_mode=multi_processing
+    or --project/--region/--temp_location for Dataflow.
+    """
+    from pipeline.generate import GenerateJob, run_job
+
+    for name in ("num", "per_class", "batch_size", "shards", "workers"):
+        if kw[name] is not None and kw[name] <= 0:
+            raise click.BadParameter(f"must be > 0, got {kw[name]}", param_hint=f"--{name.replace('_', '-')}")
+    bad = [a for a in beam_args if not a.startswith("--")]
+    if bad:
+        raise click.UsageError(f"unexpected argument {bad[0]!r}; Beam options look like --name=value")
+    job = GenerateJob(out=kw["out"], model=kw["model"], num=kw["num"], per_class=kw["per_class"],
+                      sampler=kw["sampler"], classes=kw["classes"], spread=kw["spread"],
+                      labeled_data=kw["labeled_data"], stats=kw["stats_path"], gmm_components=kw["gmm_components"],
+                      seed=kw["seed"], formats=kw["formats"], shards=kw["shards"], batch_size=kw["batch_size"],
+                      runner=kw["runner"], workers=kw["workers"], gpu=kw["gpu"], overwrite=kw["overwrite"])
+    m = run_job(job, list(beam_args))
+    if m.get("dry_run"):
+        click.echo("Dataflow job built (dry run); nothing submitted")
+        return
+    click.echo(f"wrote {m['total']:,} records to {job.out} in {m['elapsed_seconds']:.1f} s "
+               f"({m['images_per_second']:,.0f} images/s)")
+    click.echo("per class: " + ", ".join(f"{c}: {n:,}" for c, n in m["per_class"].items()))
+    for fmt in m["formats"]:
+        n = sum(1 for s in m["shards"] if s["format"] == fmt)
+        click.echo(f"{fmt}: {n} shards under {job.out}/{fmt}/")
+    click.echo(f"manifest: {job.out}/manifest.json (dataset_digest {m['dataset_digest'][:16]}...)")
+
+
+@cli.command()
+@click.option("--model", default=None, help="Model directory; default: the bundled MNIST model.")
+@click.option("--data", required=True, help="Labeled data source, e.g. mnist or csv:train.csv.")
+@click.option("--out", required=True, help="Statistics file to write (.npz).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the per-example pool selection.")
+@click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+def stats(model, data, out, seed, beam_args):
+    """Encode labeled data with Beam and write per-class latent statistics."""
+    from pipeline.class_stats import ComputeClassStats
+    from vae_model.model_dir import ModelDir
+
+    md = ModelDir.open(model)
+    s = ComputeClassStats.run_local(md, data, seed, list(beam_args), out_path=out)
+    click.echo(f"statistics of {int(s.counts.sum()):,} labeled images in {len(s.classes)} classes written to {out}")
+
+
+@cli.command()
+@click.argument("out_dir")
+@click.option("--png", required=True, help="PNG file to write.")
+@click.option("--per-class", type=int, default=12, show_default=True, help="Images per row.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "tfrecord"]), default="parquet",
+              show_default=True, help="Which shards to read.")
+def preview(out_dir, png, per_class, fmt):
+    """Draw a PNG grid from the shards, one row per class."""
+    from pipeline.preview import write_preview
+
+    rows = write_preview(out_dir, png, per_class, fmt)
+    click.echo(f"preview of {rows} classes written to {png}")
+
+
+def _yaml_str(s: str) -> str:
+    import json
+    return json.dumps(s)  # JSON strings are YAML strings; keeps ':' and '?' in sources intact
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="vae-augment")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The seeds' pictures: loss curves, latent scatter, 2-D manifold, per-class sample grid."""
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(rows*cols, H, W) -> one (rows*H, cols*W) mosaic; missing cells stay black."""
+    h, w = images.shape[1:3]
+    out = np.zeros((rows * h, cols * w), dtype=images.dtype)
+    for i, img in enumerate(images[: rows * cols]):
+        r, c = divmod(i, cols)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    return out
+
+
+def save_image(mosaic: np.ndarray, path: str, title: str | None = None, cmap="gray"):
+    fig = plt.figure(figsize=(mosaic.shape[1] / 56 + 0.5, mosaic.shape[0] / 56 + (0.8 if title else 0.5)))
+    plt.imshow(mosaic, cmap=cmap, vmin=0, vmax=255)
+    plt.axis("off")
+    if title:
+        plt.title(title)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def loss_curves(history: dict, path: str):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for ax, key in zip(axes, ("loss", "reconstruction_loss", "kl_loss")):
+        ax.plot(history.get(key, []), label="train")
+        if f"val_{key}" in history:
+            ax.plot(history[f"val_{key}"], label="validation")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def project_2d(z: np.ndarray) -> tuple[np.ndarray, str]:
+    if z.shape[1] <= 2:
+        return z[:, :2], "z"
+    centred = z - z.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T, "PCA of z"
+
+
+def latent_scatter(z: np.ndarray, labels: np.ndarray, path: str, title="latent space (encoded means)"):
+    xy, axis = project_2d(z)
+    fig = plt.figure(figsize=(7, 6))
+    unl = labels < 0
+    if unl.any():
+        plt.scatter(xy[unl, 0], xy[unl, 1], s=2, c="lightgray", label="unlabeled")
+    sc = plt.scatter(xy[~unl, 0], xy[~unl, 1], s=2, c=labels[~unl], cmap="tab10", vmin=-0.5, vmax=9.5)
+    plt.colorbar(sc, ticks=range(10), label="class")
+    plt.xlabel(f"{axis} [0]")
+    plt.ylabel(f"{axis} [1]")
+    plt.title(title)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def manifold_grid(decode, path: str, n: int = 20):
+    """Decode a grid over the 5%..95% quantiles of N(0, 1) in each of 2 latent dims (seeds 001/004)."""
+    q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], dtype=np.float32)
+    zz = np.stack(np.meshgrid(q, q[::-1]), axis=-1).reshape(-1, 2)
+    save_image(tile(decode(zz), n, n), path, "latent manifold (2-D)")
