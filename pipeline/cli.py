@@ -1,10 +1,12 @@
 """`vae-augment`: one CLI for training, class statistics, generation, evaluation and preview."""
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off users' terminals
+from pipeline.logs import quiet_libraries
+
+# Before anything imports TensorFlow: keep its C++ start-up chatter off users' terminals.
+quiet_libraries(verbose=bool({"-v", "--verbose"} & set(sys.argv[1:2])))
 
 import click  # noqa: E402
 
@@ -28,8 +30,6 @@ class _Group(click.Group):
 def cli(ctx, verbose):
     """Train a VAE on digits and generate synthetic labeled datasets with Apache Beam."""
     ctx.obj = {"verbose": verbose}
-    from pipeline.logs import quiet_libraries
-    quiet_libraries(verbose)
 
 
 @cli.command()
@@ -173,6 +173,21 @@ def preview(out_dir, png, per_class, fmt):
 
     rows = write_preview(out_dir, png, per_class, fmt)
     click.echo(f"preview of {rows} classes written to {png}")
+
+
+@cli.command()
+@click.argument("out_dir")
+def verify(out_dir):
+    """Check shards against the manifest and every record; exit 1 listing each problem."""
+    from pipeline.verify import verify_output
+
+    problems = verify_output(out_dir)
+    if problems:
+        for p in problems:
+            click.echo(f"FAIL {p}", err=True)
+        click.echo(f"{out_dir}: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo(f"{out_dir}: OK (every shard matches the manifest, records valid, digest matches)")
 
 
 def _yaml_str(s: str) -> str:

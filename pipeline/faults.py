@@ -1,0 +1,29 @@
+"""Test-only fault injection: VAE_AUGMENT_FAULTS="stage:unit[:mode],..." makes work unit `unit` raise in
+`stage` (sample, decode, write). mode `once` (default) fails only the first attempt in a process, which a
+Beam retry then recovers; `always` fails every attempt, so the job fails for good."""
+import os
+
+_ENV = "VAE_AUGMENT_FAULTS"
+_fired: set = set()
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def _plan():
+    spec = os.environ.get(_ENV, "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        parts = item.split(":")
+        yield parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "once"
+
+
+def maybe_fail(stage: str, unit_id: int) -> None:
+    if _ENV not in os.environ:
+        return
+    for st, uid, mode in _plan():
+        if st == stage and uid == unit_id:
+            key = (stage, unit_id)
+            if mode == "always" or key not in _fired:
+                _fired.add(key)
+                raise InjectedFault(f"injected {mode} fault in {stage} of work unit {unit_id}")

@@ -1,0 +1,197 @@
+"""The main job: Create(work units) -> Reshuffle -> SampleLatents -> DecodeLatents -> Write Parquet/TFRecord,
+then a manifest written only after every shard is finalized."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import outdir
+from pipeline.class_stats import ComputeClassStats
+from pipeline.runners import make_runner, runner_description
+from pipeline.samplers import NEEDS_STATS, build_sampler
+from pipeline.sinks import WriteParquetShards, WriteTFRecordShards
+from pipeline.transforms import DecodeLatents, SampleLatents, SummarizeRecords, plan_units, spread_evenly
+from vae_model import provenance
+from vae_model.errors import UsageError
+from vae_model.model_dir import ModelDir
+
+_LOG = logging.getLogger(__name__)
+FORMATS = ("parquet", "tfrecord")
+
+
+@dataclass
+class GenerateJob:
+    """Everything that determines the records (plus where they go and how the job runs)."""
+
+    out: str
+    model: str | None = None
+    num: int | None = None
+    per_class: int | None = None
+    sampler: str = "classgauss"
+    classes: list[int] | None = None
+    spread: float = 1.0
+    labeled_data: str | None = None
+    stats: str | None = None
+    gmm_components: int = 3
+    seed: int = 0
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    shards: int | None = None
+    batch_size: int = 4096
+    runner: str = "DirectRunner"
+    workers: int | None = None
+    gpu: str | None = None
+    overwrite: bool = False
+
+    def record_fingerprint(self, model_id: str) -> str:
+        """Hash of the arguments that decide record contents (not where or how they are written)."""
+        keys = ("num", "per_class", "sampler", "classes", "spread", "labeled_data", "stats", "gmm_components",
+                "seed", "batch_size")
+        blob = json.dumps({"model_id": model_id, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _validate(job: GenerateJob, md: ModelDir) -> dict[int, int]:
+    if (job.num is None) == (job.per_class is None):
+        raise UsageError("give exactly one of --num N or --per-class N")
+    n = job.num if job.num is not None else job.per_class
+    if n <= 0:
+        raise UsageError(f"--{'num' if job.num is not None else 'per-class'} must be > 0, got {n}")
+    if job.batch_size <= 0:
+        raise UsageError(f"--batch-size must be > 0, got {job.batch_size}")
+    bad = [f for f in job.formats if f not in FORMATS]
+    if bad or not job.formats:
+        raise UsageError(f"--formats {','.join(job.formats)!r}: each must be one of {', '.join(FORMATS)}")
+    if job.sampler == "prior":
+        if job.per_class is not None or job.classes:
+            raise UsageError("--sampler prior draws unlabeled records: use --num N without --classes")
+        return {-1: n}
+    classes = job.classes or list(range(md.num_classes))
+    outside = [c for c in classes if not 0 <= c < md.num_classes]
+    if outside:
+        raise UsageError(f"--classes {outside[0]} is not a class of this model (0..{md.num_classes - 1})")
+    if len(set(classes)) != len(classes):
+        raise UsageError(f"--classes lists a class twice: {classes}")
+    classes = sorted(classes)
+    counts = spread_evenly(n, classes) if job.num is not None else {c: n for c in classes}
+    return {c: k for c, k in counts.items() if k > 0}
+
+
+def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions:
+    args = list(beam_args)
+    if job.runner == "DataflowRunner":
+        args.append("--runner=DataflowRunner")
+        if job.workers:
+            args += [f"--num_workers={job.workers}", f"--max_num_workers={job.workers}"]
+        if job.gpu:
+            args.append(f"--dataflow_service_options=worker_accelerator=type:{job.gpu};count:1;install-nvidia-driver")
+        if not any(a.startswith("--setup_file") for a in args):
+            args.append(f"--setup_file={outdir.setup_file()}")
+    else:
+        if job.workers:
+            args.append(f"--direct_num_workers={job.workers}")
+            if job.workers > 1 and not any(a.startswith("--direct_running_mode") for a in args):
+                args.append("--direct_running_mode=multi_processing")
+    return PipelineOptions(args)
+
+
+def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, counts: dict[int, int], sampler, stats_pcoll=None):
+    """Adds the generation graph to `p`; returns the summary PCollection."""
+    units = plan_units(counts, job.batch_size)
+    total = sum(counts.values())
+    hints = {"accelerator": f"type:{job.gpu};count:1;install-nvidia-driver"} if job.gpu else {}
+    batches = (
+        p
+        | "CreateWorkUnits" >> beam.Create(units, reshuffle=False)
+        | "ShuffleWorkUnits" >> beam.Reshuffle()
+        | "SampleLatents" >> SampleLatents(sampler, job.seed)
+        | "DecodeLatents" >> DecodeLatents(md.path, job.batch_size, md.model_id, job.sampler, job.seed,
+                                           job.batch_size, total).with_resource_hints(**hints)
+    )
+    shards = job.shards or outdir.default_shards(total)
+    if "parquet" in job.formats:
+        batches | "WriteParquet" >> WriteParquetShards(
+            outdir.shard_dir(job.out, "parquet"), shards, height=md.image_shape[0], width=md.image_shape[1])
+    if "tfrecord" in job.formats:
+        batches | "WriteTFRecord" >> WriteTFRecordShards(outdir.shard_dir(job.out, "tfrecord"), shards)
+    summary = batches | "Summarize" >> SummarizeRecords()
+    summary | "WriteSummary" >> beam.Map(json.dumps) | beam.io.WriteToText(
+        outdir.summary_prefix(job.out), shard_name_template="", num_shards=1)
+    return summary
+
+
+def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> dict:
+    """Validate, run the pipeline to completion, write the manifest. Returns the manifest."""
+    t0 = time.time()
+    md = ModelDir.open(job.model)
+    counts = _validate(job, md)
+    total = sum(counts.values())
+    shards = job.shards or outdir.default_shards(total)
+    if shards <= 0 or shards > total:
+        raise UsageError(f"--shards {shards} must be between 1 and the number of records ({total})")
+    job.shards = shards
+    stats = None
+    stats_origin = ""
+    if job.sampler in NEEDS_STATS:
+        if job.labeled_data:
+            stats = ComputeClassStats.run_local(md, job.labeled_data, job.seed, beam_args)
+            stats_origin = job.labeled_data
+        else:
+            stats = md.stats(job.stats)
+            stats_origin = job.stats or md.file("latent_stats.npz")
+    sampler = build_sampler(job.sampler, md.latent_dim, md.conditional, stats, job.spread, job.gmm_components,
+                            job.seed, stats_origin)
+    known = sampler.classes()
+    if known is not None:
+        missing = [c for c in counts if c not in known]
+        if missing:
+            raise UsageError(f"--classes {missing[0]}: the class statistics have no examples of class "
+                             f"{missing[0]}; pick from {known}")
+    md.decoder  # fail here, with a clear message, rather than inside a worker
+    fingerprint = job.record_fingerprint(md.model_id)
+    dry_run = job.runner == "DataflowRunner" and any(a in ("--dry_run", "--dry_run=True") for a in beam_args)
+    if not dry_run:
+        outdir.prepare(job.out, fingerprint, job.overwrite)
+
+    options = _pipeline_options(job, list(beam_args))
+    runner = make_runner(options) if test_pipeline is None else None
+    p = test_pipeline or beam.Pipeline(runner=runner, options=options)
+    build(p, job, md, counts, sampler)
+    started = time.time()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as e:
+        if not dry_run:
+            outdir.abandon(job.out)
+        raise outdir.JobFailed(e) from e
+    if dry_run:
+        return {"dry_run": True, "result": result}
+    elapsed = time.time() - started
+    manifest = outdir.finalize(
+        job.out, job.formats, shards, counts,
+        {
+            "model_id": md.model_id,
+            "model_dir": md.path,
+            "seed": job.seed,
+            "sampler": job.sampler,
+            "fingerprint": fingerprint,
+            "height": md.image_shape[0],
+            "width": md.image_shape[1],
+            "latent_dim": md.latent_dim,
+            "command": provenance.command_line(argv),
+            "config": {k: v for k, v in asdict(job).items()},
+            "beam_args": list(beam_args),
+            "versions": provenance.versions(),
+            "runner": runner_description(options),
+            "elapsed_seconds": round(time.time() - t0, 3),
+            "pipeline_seconds": round(elapsed, 3),
+        })
+    manifest["result"] = result
+    return manifest

@@ -1,0 +1,174 @@
+"""The output directory's life cycle: refuse to mix jobs, clean leftovers, and write manifest.json only
+after every shard is finalized (so readers, which go through the manifest, never see partial data)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.readers import count_tfrecords
+from vae_model.errors import DataError, UsageError, UserError
+from vae_model.provenance import sha256_file
+
+MANIFEST = "manifest.json"
+JOB_MARKER = ".vae-augment-job"
+SUMMARY_DIR = ".vae-augment-summary"
+SHARD_DIRS = {"parquet": "parquet", "tfrecord": "tfrecord"}
+SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord"}
+FORMAT_VERSION = 1
+
+
+class JobFailed(UserError):
+    """The Beam job failed for good: one line with the root cause; nothing is left for readers."""
+
+    exit_code = 1
+
+    def __init__(self, cause: BaseException):
+        root = cause
+        while root.__cause__ is not None or root.__context__ is not None:
+            root = root.__cause__ or root.__context__
+        lines = [ln for ln in str(root).strip().splitlines() if ln.strip()]
+        msg = lines[-1] if lines else type(root).__name__
+        super().__init__(f"generation job failed: {type(root).__name__}: {msg[:300]}; no manifest was written, "
+                         "fix the cause and re-run the same command")
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts)
+
+
+def shard_dir(out: str, fmt: str) -> str:
+    return join(out, SHARD_DIRS[fmt])
+
+
+def summary_prefix(out: str) -> str:
+    return join(out, SUMMARY_DIR, "summary.json")
+
+
+def default_shards(total: int) -> int:
+    return max(1, min(256, math.ceil(total / 50_000)))
+
+
+def setup_file() -> str:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
+    if not os.path.exists(path):
+        raise UsageError("DataflowRunner needs the package staged: pass --setup_file=PATH/TO/vae-augment/setup.py")
+    return path
+
+
+def _read_json(path: str):
+    with FileSystems.open(path) as f:
+        return json.loads(f.read())
+
+
+def _write_text(path: str, text: str):
+    tmp = path + ".tmp"
+    with FileSystems.create(tmp) as f:
+        f.write(text.encode())
+    FileSystems.rename([tmp], [path])
+
+
+def _delete(paths):
+    paths = [p for p in paths if FileSystems.exists(p)]
+    if paths:
+        FileSystems.delete(paths)
+
+
+def _shard_dirs(out):
+    return [join(out, d) for d in SHARD_DIRS.values()]
+
+
+def prepare(out: str, fingerprint: str, overwrite: bool) -> None:
+    """Make `out` ready for this job, or refuse (UsageError) when it holds another job's data."""
+    if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file; give a directory path")
+    manifest, marker = join(out, MANIFEST), join(out, JOB_MARKER)
+    has_data = FileSystems.exists(manifest) or any(FileSystems.exists(d) for d in _shard_dirs(out))
+    if has_data and not overwrite:
+        owner = None
+        for path, key in ((manifest, "fingerprint"), (marker, "fingerprint")):
+            if FileSystems.exists(path):
+                try:
+                    owner = _read_json(path).get(key)
+                except ValueError:
+                    owner = None
+                break
+        if owner != fingerprint:
+            raise UsageError(f"--out {out} already holds another job's manifest or shards; "
+                             "pass --overwrite to replace them or choose an empty directory")
+    # The old manifest goes first: a crash after this point never leaves it describing new files.
+    _delete([manifest])
+    _delete(_shard_dirs(out) + [join(out, SUMMARY_DIR)])
+    try:
+        FileSystems.mkdirs(out)
+    except (IOError, OSError):
+        pass  # exists already
+    try:
+        _write_text(marker, json.dumps({"fingerprint": fingerprint}))
+    except (IOError, OSError) as e:
+        raise UsageError(f"--out {out} is not writable ({type(e).__name__}: {e}); "
+                         "choose a directory you can write to") from None
+
+
+def abandon(out: str) -> None:
+    """After a failed run: drop shards, Beam temp dirs and the summary so nothing partial is left."""
+    try:
+        _delete(_shard_dirs(out) + [join(out, SUMMARY_DIR), join(out, MANIFEST)])
+    except (IOError, OSError):
+        pass
+
+
+def list_shards(out: str, fmt: str, shards: int) -> list[str]:
+    pattern = join(out, SHARD_DIRS[fmt], f"part-*-of-{shards:05d}{SUFFIX[fmt]}")
+    found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    return found
+
+
+def shard_info(path: str, fmt: str, out: str) -> dict:
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+        with FileSystems.open(path) as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+    else:
+        with FileSystems.open(path) as f:
+            rows = count_tfrecords(f)
+    rel = path[len(out):].lstrip("/") if path.startswith(out) else path
+    return {"path": rel, "format": fmt, "rows": int(rows), "bytes": int(size), "sha256": sha256_file(path)}
+
+
+def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict) -> dict:
+    summary = _read_json(summary_prefix(out))
+    expected = {str(c): n for c, n in sorted(counts.items())}
+    total = sum(counts.values())
+    if summary["total"] != total or summary["per_class"] != expected:
+        abandon(out)
+        raise DataError(f"job produced {summary['total']} records {summary['per_class']} but {total} {expected} "
+                        "were planned; nothing was published, re-run the job")
+    paths = [(fmt, p) for fmt in formats for p in list_shards(out, fmt, shards)]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on big buffers
+        entries = list(pool.map(lambda fp: shard_info(fp[1], fp[0], out), paths))
+    for fmt in formats:
+        rows = sum(e["rows"] for e in entries if e["format"] == fmt)
+        n = sum(1 for e in entries if e["format"] == fmt)
+        if n != shards or rows != total:
+            abandon(out)
+            raise DataError(f"{fmt} shards in {out} hold {rows} records in {n} files, expected {total} in "
+                            f"{shards}; nothing was published, re-run the job")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "total": total,
+        "per_class": expected,
+        "dataset_digest": summary["digest"],
+        "formats": list(formats),
+        "num_shards": shards,
+        "shards": entries,
+        **info,
+    }
+    manifest["images_per_second"] = round(total / max(info["elapsed_seconds"], 1e-9), 1)
+    _delete([join(out, SUMMARY_DIR)])
+    _write_text(join(out, MANIFEST), json.dumps(manifest, indent=1))
+    return manifest

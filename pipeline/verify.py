@@ -1,0 +1,128 @@
+"""`vae-augment verify`: check every shard against the manifest and every record against the schema, and
+recompute the dataset digest from what is actually on disk, per format."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import outdir
+from pipeline.readers import read_manifest
+from pipeline.records import (RecordBatch, batch_digest, combine_digests, from_arrow, iter_tfrecord_file,
+                              parse_examples)
+
+_PARSE_CHUNK = 8192
+
+
+def _read_file(path: str) -> bytes:
+    with FileSystems.open(path) as f:
+        return f.read()
+
+
+def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None = None):
+    """Yield RecordBatches of one shard; ValueError on corrupt files."""
+    import io
+
+    data = _read_file(path) if data is None else data
+    if fmt == "parquet":
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"not a readable Parquet file ({e})") from None
+        for i in range(0, table.num_rows, 65536):
+            yield from_arrow(table.slice(i, 65536), height, width)
+        return
+    chunk = []
+    for rec in iter_tfrecord_file(io.BytesIO(data)):
+        chunk.append(rec)
+        if len(chunk) == _PARSE_CHUNK:
+            yield parse_examples(chunk, height, width)
+            chunk = []
+    if chunk:
+        yield parse_examples(chunk, height, width)
+
+
+def _check_batch(b: RecordBatch, manifest: dict, where: str) -> list[str]:
+    problems = []
+    if (b.height, b.width) != (manifest["height"], manifest["width"]):
+        problems.append(f"{where}: images are {b.height}x{b.width}, manifest says "
+                        f"{manifest['height']}x{manifest['width']}")
+    if b.latent_dim != manifest.get("latent_dim", b.latent_dim):
+        problems.append(f"{where}: latent size {b.latent_dim}, manifest says {manifest['latent_dim']}")
+    labels = set(np.unique(b.labels).tolist())
+    allowed = {int(c) for c in manifest["per_class"]}
+    if not labels <= allowed:
+        problems.append(f"{where}: labels {sorted(labels - allowed)} are outside the job's classes {sorted(allowed)}")
+    if not np.isfinite(b.latents).all():
+        problems.append(f"{where}: latent vectors contain NaN/Inf")
+    return problems
+
+
+def verify_output(out_dir: str) -> list[str]:
+    """Every problem found, one line each; empty when the output is intact."""
+    manifest = read_manifest(out_dir)
+    h, w = int(manifest["height"]), int(manifest["width"])
+    problems: list[str] = []
+    listed = set()
+    per_format: dict[str, dict] = {}
+    for s in manifest["shards"]:
+        path = FileSystems.join(out_dir, s["path"])
+        listed.add(path)
+        fmt = s["format"]
+        acc = per_format.setdefault(fmt, {"digest": 0, "rows": 0, "ids": [], "per_class": {}})
+        if not FileSystems.exists(path):
+            problems.append(f"{s['path']}: missing")
+            continue
+        data = _read_file(path)
+        if len(data) != s["bytes"]:
+            problems.append(f"{s['path']}: {len(data)} bytes, manifest says {s['bytes']}")
+        if hashlib.sha256(data).hexdigest() != s["sha256"]:
+            problems.append(f"{s['path']}: sha256 differs from the manifest (the file was changed or damaged)")
+        rows = 0
+        try:
+            for b in read_shard(path, fmt, h, w, data):
+                rows += len(b)
+                acc["digest"] = combine_digests(acc["digest"], batch_digest(b))
+                acc["ids"].append(b.ids)
+                for c, n in zip(*np.unique(b.labels, return_counts=True)):
+                    acc["per_class"][str(int(c))] = acc["per_class"].get(str(int(c)), 0) + int(n)
+                problems += _check_batch(b, manifest, s["path"])
+        except Exception as e:  # any parse failure is a finding, not a crash
+            problems.append(f"{s['path']}: unreadable {fmt} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+            continue
+        acc["rows"] += rows
+        if rows != s["rows"]:
+            problems.append(f"{s['path']}: {rows} records, manifest says {s['rows']}")
+    for fmt in manifest["formats"]:
+        for m in FileSystems.match([FileSystems.join(out_dir, outdir.SHARD_DIRS[fmt], "*")])[0].metadata_list:
+            if m.path not in listed:
+                problems.append(f"{m.path[len(out_dir):].lstrip('/')}: extra file not in the manifest")
+    for fmt, acc in per_format.items():
+        ids = np.concatenate(acc["ids"]) if acc["ids"] else np.zeros(0, np.int64)
+        dupes = len(ids) - len(np.unique(ids))
+        if dupes:
+            problems.append(f"{fmt}: {dupes} duplicate ids")
+        if acc["rows"] != manifest["total"]:
+            problems.append(f"{fmt}: {acc['rows']} records in total, manifest says {manifest['total']}")
+        if acc["per_class"] != manifest["per_class"]:
+            problems.append(f"{fmt}: per-class counts {acc['per_class']} differ from the manifest's "
+                            f"{manifest['per_class']}")
+        if f"{acc['digest']:064x}" != manifest["dataset_digest"]:
+            problems.append(f"{fmt}: dataset digest recomputed from the records differs from the manifest")
+    return problems
+
+
+def format_digests(out_dir: str) -> dict[str, str]:
+    """Digest of each format's records as read back (for tests and comparisons)."""
+    manifest = read_manifest(out_dir)
+    out = {}
+    for s in manifest["shards"]:
+        path = FileSystems.join(out_dir, s["path"])
+        d = int(out.get(s["format"], "0" * 64), 16)
+        for b in read_shard(path, s["format"], manifest["height"], manifest["width"]):
+            d = combine_digests(d, batch_digest(b))
+        out[s["format"]] = f"{d:064x}"
+    return out
