@@ -142,6 +142,7 @@ def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> 
             json.dump(meta, f, indent=2)
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
