@@ -1,0 +1,255 @@
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+
+from pipeline.records import (
+    RecordBatch,
+    arrow_batches,
+    arrow_schema,
+    batch_digest,
+    combine_digests,
+    digest_hex,
+    encode_examples,
+    frame_tfrecords,
+    from_arrow,
+    iter_tfrecord_file,
+    parse_example_batches,
+    parse_examples,
+    record_hashes,
+    to_arrow,
+)
+
+SPECIAL_FLOATS = np.array(
+    [-0.0, 0.0, 1e-45, -1e-45, 1.1754942e-38, 1.1754944e-38, np.finfo(np.float32).max, -np.inf, np.inf],
+    dtype=np.float32,
+)
+
+
+def digit_images(rng, n, h, w):
+    """MNIST-like: mostly zeros with a bright blob."""
+    images = np.zeros((n, h, w), np.uint8)
+    mask = rng.random((n, h, w)) < 0.2
+    images[mask] = rng.integers(1, 256, mask.sum())
+    return images
+
+
+def make_batch(rng, n=64, h=28, w=28, d=20, ids=None, labels=None, sampler="prior", model_id="vae-1", seed=7):
+    latents = rng.standard_normal((n, d)).astype(np.float32)
+    latents.reshape(-1)[: min(len(SPECIAL_FLOATS), latents.size)] = SPECIAL_FLOATS[: latents.size]
+    return RecordBatch(
+        ids=np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64),
+        labels=rng.integers(-1, 10, n) if labels is None else np.asarray(labels, np.int64),
+        images=digit_images(rng, n, h, w),
+        latents=latents,
+        sampler=sampler,
+        model_id=model_id,
+        seed=seed,
+    )
+
+
+def reference_example(batch, i):
+    def int64(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    def raw(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "id": int64(batch.ids[i]),
+                "label": int64(batch.labels[i]),
+                "image": raw(batch.images[i].tobytes()),
+                "latent": tf.train.Feature(float_list=tf.train.FloatList(value=batch.latents[i].tolist())),
+                "sampler": raw(batch.sampler.encode()),
+                "model_id": raw(batch.model_id.encode()),
+                "seed": int64(batch.seed),
+            }
+        )
+    )
+
+
+def assert_batches_equal(a, b):
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.images, b.images)
+    # Compare bit patterns so -0.0 vs 0.0 and subnormals count.
+    np.testing.assert_array_equal(a.latents.view(np.uint32), b.latents.view(np.uint32))
+    assert (a.sampler, a.model_id, a.seed) == (b.sampler, b.model_id, b.seed)
+
+
+EDGE_IDS = [0, 1, 127, 128, 16383, 16384, 2**40, 2**63 - 1, -1, -(2**63)]
+
+
+@pytest.mark.parametrize("h,w,d", [(28, 28, 20), (4, 5, 2), (28, 28, 2), (4, 5, 20)])
+@pytest.mark.parametrize("seed", [0, 123456789, -3])
+def test_encode_examples_matches_protobuf(h, w, d, seed):
+    rng = np.random.default_rng(seed & 0xFFFF)
+    n = 200
+    ids = np.concatenate([EDGE_IDS, rng.integers(-(2**62), 2**62, n - len(EDGE_IDS))])
+    labels = rng.choice([-1, 0, 5, 9, 127, 128, -(2**63)], n)
+    batch = make_batch(rng, n, h, w, d, ids=ids, labels=labels, sampler="posterior-ü", model_id="", seed=seed)
+    encoded = encode_examples(batch)
+    assert len(encoded) == n
+    for i, record in enumerate(encoded):
+        expected = reference_example(batch, i)
+        assert record == expected.SerializeToString(deterministic=True), i
+        assert tf.train.Example.FromString(record) == expected
+
+
+def test_encode_examples_single_layout_fast_path():
+    batch = make_batch(np.random.default_rng(1), 50, labels=np.full(50, 3))
+    assert encode_examples(batch) == [reference_example(batch, i).SerializeToString(deterministic=True) for i in range(50)]
+
+
+def test_encode_examples_empty():
+    assert encode_examples(make_batch(np.random.default_rng(0), 0)) == []
+    assert frame_tfrecords([]) == b""
+
+
+def test_frame_tfrecords_matches_tf_writer(tmp_path):
+    batch = make_batch(np.random.default_rng(2), 100, ids=np.arange(100) * 3)
+    records = encode_examples(batch) + [b"", b"x" * 300]
+    path = tmp_path / "ref.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    framed = frame_tfrecords(records)
+    assert framed == path.read_bytes()
+
+    ours = tmp_path / "ours.tfrecord"
+    ours.write_bytes(framed)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(ours))] == records
+    assert list(iter_tfrecord_file(io.BytesIO(framed))) == records
+
+
+def test_parse_examples_round_trip():
+    batch = make_batch(np.random.default_rng(3), 40, 4, 5, 3, ids=[2**40 + i for i in range(40)])
+    assert_batches_equal(parse_examples(encode_examples(batch), 4, 5), batch)
+
+
+def test_parse_example_batches_splits_runs():
+    rng = np.random.default_rng(4)
+    a, b = make_batch(rng, 5, seed=1), make_batch(rng, 7, seed=2, sampler="grid")
+    batches = parse_example_batches(encode_examples(a) + encode_examples(b), 28, 28)
+    assert len(batches) == 2
+    assert_batches_equal(batches[0], a)
+    assert_batches_equal(batches[1], b)
+    with pytest.raises(ValueError, match="parse_example_batches"):
+        parse_examples(encode_examples(a) + encode_examples(b), 28, 28)
+
+
+def test_arrow_round_trip_and_schema():
+    batch = make_batch(np.random.default_rng(5), 33, 4, 5, 2)
+    table = to_arrow(batch)
+    assert table.schema.equals(arrow_schema(4, 5), check_metadata=True)
+    assert table.schema.metadata == {b"height": b"4", b"width": b"5", b"vae_augment_schema": b"1"}
+    table.validate(full=True)
+    assert_batches_equal(from_arrow(table, 4, 5), batch)
+
+    frame = table.to_pandas()
+    assert list(frame.columns) == ["id", "label", "image", "latent", "sampler", "model_id", "seed"]
+    assert frame["image"][3] == batch.images[3].tobytes()
+    np.testing.assert_array_equal(frame["latent"][3], batch.latents[3])
+    assert set(frame["sampler"]) == {"prior"}
+
+
+def test_arrow_chunked_and_sliced_tables():
+    rng = np.random.default_rng(6)
+    a, b = make_batch(rng, 10, seed=1), make_batch(rng, 12, seed=2, model_id="vae-2")
+    table = pa.concat_tables([to_arrow(a), to_arrow(b)])
+    batches = arrow_batches(table, 28, 28)
+    assert [len(x) for x in batches] == [10, 12]
+    assert_batches_equal(batches[0], a)
+    assert_batches_equal(batches[1], b)
+    with pytest.raises(ValueError, match="arrow_batches"):
+        from_arrow(table, 28, 28)
+    sliced = from_arrow(table.slice(12, 5).combine_chunks(), 28, 28)
+    np.testing.assert_array_equal(sliced.images, b.images[2:7])
+    np.testing.assert_array_equal(sliced.latents, b.latents[2:7])
+    with pytest.raises(ValueError, match="height"):
+        from_arrow(to_arrow(a), 14, 56)
+
+
+def test_digest_order_independent_and_sensitive():
+    rng = np.random.default_rng(7)
+    batch = make_batch(rng, 50)
+    digest = batch_digest(batch)
+    assert len(digest_hex(digest)) == 64
+    assert digest != 0
+
+    perm = rng.permutation(50)
+    shuffled = RecordBatch(
+        batch.ids[perm], batch.labels[perm], batch.images[perm], batch.latents[perm], "other", "m", 99
+    )
+    assert batch_digest(shuffled) == digest
+
+    def rows(sl):
+        return RecordBatch(batch.ids[sl], batch.labels[sl], batch.images[sl], batch.latents[sl], "s", "m", 0)
+
+    assert combine_digests(batch_digest(rows(slice(0, 17))), batch_digest(rows(slice(17, None)))) == digest
+
+    images = batch.images.copy()
+    images[10, 3, 4] ^= 1
+    changed = RecordBatch(batch.ids, batch.labels, images, batch.latents, "prior", "vae-1", 7)
+    assert batch_digest(changed) != digest
+
+    dup = np.r_[np.arange(50), 10]
+    duplicated = RecordBatch(batch.ids[dup], batch.labels[dup], batch.images[dup], batch.latents[dup], "s", "m", 0)
+    assert batch_digest(duplicated) != digest
+    assert batch_digest(rows(slice(0, 49))) != digest
+
+
+def test_record_hashes_match_hashlib():
+    import hashlib
+
+    batch = make_batch(np.random.default_rng(8), 3, 4, 5, 2, ids=[-5, 0, 2**40])
+    hashes = record_hashes(batch)
+    for i in range(3):
+        payload = (
+            int(batch.ids[i]).to_bytes(8, "little", signed=True)
+            + int(batch.labels[i]).to_bytes(8, "little", signed=True)
+            + batch.images[i].tobytes()
+            + batch.latents[i].astype("<f4").tobytes()
+        )
+        assert hashes[i].tobytes() == hashlib.sha256(payload).digest()
+    expected = sum(int.from_bytes(h.tobytes(), "big") for h in hashes) % 2**256
+    assert batch_digest(batch) == expected
+
+
+def test_iter_tfrecord_file_detects_corruption():
+    records = encode_examples(make_batch(np.random.default_rng(9), 5, 4, 5, 2))
+    framed = frame_tfrecords(records)
+    second = 16 + len(records[0])
+
+    flipped = bytearray(framed)
+    flipped[second + 12 + 3] ^= 0x40  # a payload byte of record 2
+    with pytest.raises(ValueError, match=f"data CRC mismatch .* offset {second}"):
+        list(iter_tfrecord_file(io.BytesIO(bytes(flipped))))
+    assert len(list(iter_tfrecord_file(io.BytesIO(bytes(flipped)), verify_crc=False))) == 5
+
+    flipped = bytearray(framed)
+    flipped[second] ^= 0x01  # length field of record 2
+    with pytest.raises(ValueError, match=f"length CRC mismatch .* offset {second}"):
+        list(iter_tfrecord_file(io.BytesIO(bytes(flipped))))
+
+    last = len(framed) - 16 - len(records[-1])
+    for cut, offset in ((second + 5, second), (second + 20, second), (len(framed) - 1, last)):
+        with pytest.raises(ValueError, match=f"truncated .* offset {offset}"):
+            list(iter_tfrecord_file(io.BytesIO(framed[:cut])))
+
+
+def test_record_batch_normalises_inputs():
+    batch = RecordBatch(
+        ids=[1, 2], labels=np.array([0, 1], np.int32), images=np.zeros((2, 3, 3), np.int64),
+        latents=np.zeros((2, 4), np.float64), sampler="s", model_id="m", seed=np.int32(3),
+    )
+    assert (batch.ids.dtype, batch.labels.dtype, batch.images.dtype, batch.latents.dtype) == (
+        np.int64, np.int64, np.uint8, np.float32,
+    )
+    assert len(batch) == 2 and type(batch.seed) is int
+    with pytest.raises(ValueError):
+        RecordBatch(np.zeros(2), np.zeros(3), np.zeros((2, 3, 3)), np.zeros((2, 4)), "s", "m", 0)
