@@ -170,3 +170,15 @@ def test_bundled_decoder_loads_without_this_package(bundled):
                          text=True, cwd="/", env={**os.environ, "PYTHONPATH": ""}, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "(2, 28, 28, 1)" in res.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "default" not in p])
+def test_each_config_trains_one_epoch_through_the_cli(path, tmp_path):
+    from click.testing import CliRunner
+    from pipeline.cli import cli
+    res = CliRunner().invoke(cli, ["train", "--config", path, "--set", "epochs=1", "--data", "mnist?limit=600",
+                                   "--out", str(tmp_path / "m"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["epochs_run"] == 1 and np.isfinite(meta["metrics"]["test"]["neg_elbo"])
