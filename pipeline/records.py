@@ -15,7 +15,6 @@ from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 _LOG = logging.getLogger(__name__)
 
@@ -118,11 +117,14 @@ def arrow_schema(height: int, width: int) -> pa.Schema:
 ARROW_SCHEMA = arrow_schema  # name used in the design doc
 
 
-def _fixed_width_binary(buffer: np.ndarray, n: int, item_size: int, arrow_type: pa.DataType) -> pa.Array:
+def _uniform_offsets(n: int, item_size: int) -> pa.Buffer:
     if n * item_size > _INT32_MAX:
-        raise ValueError(f"batch of {n} x {item_size} bytes exceeds the 2 GiB binary column limit; use smaller batches")
-    offsets = np.arange(0, (n + 1) * item_size, item_size, dtype=np.int32)
-    return pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(offsets), pa.py_buffer(buffer)])
+        raise ValueError(f"batch of {n} x {item_size} items exceeds the int32 offsets of an Arrow column; use smaller batches")
+    return pa.py_buffer((np.arange(n + 1, dtype=np.int64) * item_size).astype(np.int32))
+
+
+def _fixed_width_binary(buffer: np.ndarray, n: int, item_size: int, arrow_type: pa.DataType) -> pa.Array:
+    return pa.Array.from_buffers(arrow_type, n, [None, _uniform_offsets(n, item_size), pa.py_buffer(buffer)])
 
 
 def _repeated_string(value: str, n: int) -> pa.Array:
@@ -132,10 +134,12 @@ def _repeated_string(value: str, n: int) -> pa.Array:
 
 def to_arrow(batch: RecordBatch) -> pa.Table:
     """Zero-copy (except the per-batch constant columns) Arrow table in `arrow_schema` layout."""
-    n, d = len(batch), batch.latent_dim
-    latent_offsets = np.arange(0, (n + 1) * d, d, dtype=np.int32) if d else np.zeros(n + 1, np.int32)
+    n = len(batch)
     latent = pa.Array.from_buffers(
-        _LATENT_TYPE, n, [None, pa.py_buffer(latent_offsets)], children=[pa.array(batch.latents.reshape(-1))]
+        _LATENT_TYPE,
+        n,
+        [None, _uniform_offsets(n, batch.latent_dim)],
+        children=[pa.array(batch.latents.reshape(-1))],
     )
     columns = [
         pa.array(batch.ids),
@@ -398,7 +402,7 @@ def encode_tfrecords(batch: RecordBatch) -> bytes:
         framed[:, :12] = np.frombuffer(header, np.uint8)
         payload = framed[:, 12:-4]
         _fill_examples(batch, rows, id_len, label_len, payload)
-        crcs = np.fromiter(map(crc32c, payload), np.uint32, len(payload))  # row views, no copies
+        crcs = _crc_rows(payload)
         framed[:, -4:] = _mask(crcs).astype("<u4").view(np.uint8).reshape(-1, 4)
         framed_groups.append(framed)
     if position is None:
@@ -478,19 +482,37 @@ def _load_crc32c():
     except ImportError:
         google_crc32c = None
     try:
+        import crcmod.crcmod
         import crcmod.predefined
 
-        if crcmod._usingExtension:  # pylint: disable=protected-access
+        if getattr(crcmod.crcmod, "_usingExtension", False):
             return crcmod.predefined.mkPredefinedCrcFun("crc-32c")
     except ImportError:
         pass
     if google_crc32c is None:
         raise ImportError("TFRecord writing needs google-crc32c (pip install google-crc32c)")
-    _LOG.warning("google_crc32c has no C extension here; TFRecord framing will be ~100x slower")
+    _LOG.warning("google_crc32c has no C extension here; TFRecord framing will be much slower")
     return google_crc32c.value
 
 
 crc32c = _load_crc32c()
+
+
+def _crc_takes_arrays() -> bool:
+    try:
+        return crc32c(np.frombuffer(b"abc", np.uint8)) == crc32c(b"abc")
+    except TypeError:
+        return False
+
+
+# google_crc32c's C extension reads numpy rows through the buffer protocol; others need bytes.
+_CRC_TAKES_ARRAYS = _crc_takes_arrays()
+
+
+def _crc_rows(rows: np.ndarray) -> np.ndarray:
+    """crc32c of each row of a uint8 matrix, without copying rows when the crc function allows."""
+    chunks = rows if _CRC_TAKES_ARRAYS else map(bytes, rows)
+    return np.fromiter(map(crc32c, chunks), np.uint32, len(rows))
 
 
 def masked_crc32c(data: bytes) -> int:

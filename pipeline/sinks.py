@@ -11,10 +11,9 @@ import uuid
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
-from apache_beam.io.filesystem import BeamIOError
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.records import RecordBatch, arrow_schema, encode_tfrecords, to_arrow
@@ -30,17 +29,21 @@ def shard_name(file_prefix: str, shard: int, num_shards: int, suffix: str) -> st
 
 
 def _check_shards(num_shards: int) -> int:
-    if int(num_shards) < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if int(num_shards) < 0:
+        raise ValueError(f"num_shards must be >= 1, or 0 for one file per bundle; got {num_shards}")
     return int(num_shards)
 
 
 class WriteParquetShards(beam.PTransform):
     """PCollection[RecordBatch] -> exactly `num_shards` files `<output_dir>/part-SSSSS-of-NNNNN.parquet`.
 
+    num_shards=0 lets the runner decide (one file per bundle) and skips the shuffle of all data
+    that a fixed shard count costs.
+
     Each input batch becomes one Arrow table and hence one Parquet row group (WriteToParquetBatched
-    has no row-group buffering), so batch size is the row-group size knob.
-    Returns PCollection[str] of the final file paths (emitted once, after all renames).
+    has no row-group buffering), so batch size is the row-group size knob. Beam writes into
+    `<output_dir>/beam-temp-part-<uuid>/` and removes it after the renames. Returns
+    PCollection[str] of the final file paths, emitted after all renames.
     """
 
     def __init__(
@@ -122,18 +125,28 @@ def _shard_of(element) -> int:
 
 def _tfrecord_naming(file_prefix: str, num_shards: int) -> fileio.FileNaming:
     def naming(window, pane, shard_index, total_shards, compression, destination):
-        return shard_name(file_prefix, destination, num_shards, ".tfrecord")
+        if num_shards:  # the destination is the shard
+            return shard_name(file_prefix, destination, num_shards, ".tfrecord")
+        return shard_name(file_prefix, shard_index, total_shards, ".tfrecord")
 
     return naming
 
 
-def _delete_temp_dir_and_list(file_results, output_dir: str, temp_dir: str):
+def _single_destination(framed: bytes):
+    return 0, framed
+
+
+def _finish_tfrecord_write(file_results, output_dir: str, temp_dir: str, num_shards: int):
     # fileio.WriteToFiles moves the temp files but never removes its temp directory.
     try:
         FileSystems.delete([temp_dir])
     except BeamIOError:
         pass  # already gone, or an object store with no directory objects
-    yield from sorted(FileSystems.join(output_dir, r.file_name) for r in file_results)
+    paths = sorted(FileSystems.join(output_dir, r.file_name) for r in file_results)
+    if num_shards and len(paths) != num_shards:
+        # Only possible if the runner ran no bundle at all for the encode step (empty input).
+        raise RuntimeError(f"expected {num_shards} TFRecord shards under {output_dir}, got {len(paths)}: {paths}")
+    yield from paths
 
 
 class WriteTFRecordShards(beam.PTransform):
@@ -142,8 +155,9 @@ class WriteTFRecordShards(beam.PTransform):
     Each batch is encoded to one element of framed bytes (`encode_tfrecords`, identical to
     `frame_tfrecords(encode_examples(batch))`) and written by `fileio.WriteToFiles` with the shard
     index as the destination, so every shard is exactly one file (empty shards still get a valid,
-    empty file). Input must be bounded. Returns PCollection[str] of the final file paths, emitted
-    once, after all files are in place and the temp directory is removed.
+    empty file). num_shards=0 instead writes one file per bundle with no shuffle of the data.
+    Input must be bounded. Returns PCollection[str] of the final file paths, emitted once, after
+    all files are in place and the temp directory is removed.
     """
 
     def __init__(self, output_dir_prefix: str, num_shards: int, *, file_prefix: str = DEFAULT_FILE_PREFIX):
@@ -155,25 +169,25 @@ class WriteTFRecordShards(beam.PTransform):
     def expand(self, batches):
         k = self._num_shards
         temp_dir = FileSystems.join(self._output_dir, f".temp-tfrecord-{uuid.uuid4().hex}")
-        results = (
-            batches
-            | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "EncodeAndShard" >> beam.ParDo(_EncodeAndShard(k))
-            | "WriteToFiles"
-            >> fileio.WriteToFiles(
-                path=self._output_dir,
-                destination=_shard_of,
-                file_naming=_tfrecord_naming(self._file_prefix, k),
-                temp_directory=StaticValueProvider(str, temp_dir),  # fileio needs a ValueProvider here
-                sink=TFRecordBatchSink,
-                shards=1,
-                # 0 open writers per bundle: every element goes through the sharded
-                # GroupByKey path, giving exactly one file per destination (= shard).
-                max_writers_per_bundle=0,
-            )
+        windowed = batches | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
+        if k:
+            # 0 open writers per bundle: every element goes through the sharded GroupByKey
+            # path, giving exactly one file per destination (= shard).
+            framed = windowed | "EncodeAndShard" >> beam.ParDo(_EncodeAndShard(k))
+            layout = {"shards": 1, "max_writers_per_bundle": 0}
+        else:
+            framed = windowed | "Encode" >> beam.Map(encode_tfrecords) | "Key" >> beam.Map(_single_destination)
+            layout = {}
+        results = framed | "WriteToFiles" >> fileio.WriteToFiles(
+            path=self._output_dir,
+            destination=_shard_of,
+            file_naming=_tfrecord_naming(self._file_prefix, k),
+            temp_directory=StaticValueProvider(str, temp_dir),  # fileio needs a ValueProvider here
+            sink=TFRecordBatchSink,
+            **layout,
         )
         return (
             results
             | "CollectResults" >> beam.combiners.ToList()
-            | "RemoveTempDir" >> beam.FlatMap(_delete_temp_dir_and_list, self._output_dir, temp_dir)
+            | "Finish" >> beam.FlatMap(_finish_tfrecord_write, self._output_dir, temp_dir, k)
         )

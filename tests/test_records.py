@@ -12,7 +12,10 @@ from pipeline.records import (
     batch_digest,
     combine_digests,
     digest_hex,
+    _crc_rows,
+    crc32c,
     encode_examples,
+    encode_tfrecords,
     frame_tfrecords,
     from_arrow,
     iter_tfrecord_file,
@@ -124,6 +127,19 @@ def test_frame_tfrecords_matches_tf_writer(tmp_path):
     ours.write_bytes(framed)
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(ours))] == records
     assert list(iter_tfrecord_file(io.BytesIO(framed))) == records
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_encode_tfrecords_is_framed_examples(uniform):
+    rng = np.random.default_rng(10)
+    labels = np.full(300, 4) if uniform else None  # mixed labels: -1 is a 10-byte varint
+    batch = make_batch(rng, 300, ids=np.arange(300) + (200 if uniform else 20), labels=labels)  # 128 = varint step
+    assert encode_tfrecords(batch) == frame_tfrecords(encode_examples(batch))
+
+
+def test_crc_rows_matches_bytes():
+    rows = np.random.default_rng(11).integers(0, 256, (7, 33), dtype=np.uint8)
+    np.testing.assert_array_equal(_crc_rows(rows[:, 2:30]), [crc32c(r[2:30].tobytes()) for r in rows])
 
 
 def test_parse_examples_round_trip():

@@ -1,4 +1,6 @@
+import functools
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -129,9 +131,42 @@ def test_sinks_mnist_sized_with_pandas(tmp_path):
     assert len(read_tfrecords(out, names)) == 192
 
 
-@pytest.mark.parametrize("bad", [0, -1])
-def test_num_shards_validated(bad):
+def test_sinks_empty_input_still_writes_all_shards(tmp_path):
+    out, names = write_both(tmp_path, [], 2)
+    assert_only_shards(out, names)
+    assert read_parquet(out, names).num_rows == 0
+    assert read_tfrecords(out, names) == []
+
+
+def paths_exist(suffix, paths):
+    assert paths and all(p.endswith(suffix) and os.path.isfile(p) for p in paths), paths
+
+
+def test_sinks_unsharded_mode(tmp_path):
+    batches = make_batches([20, 30, 10])
+    out = str(tmp_path / "out")
+    with pipeline() as p:
+        pcoll = p | Create(batches)
+        parquet = pcoll | WriteParquetShards(out, 0, height=H, width=W)
+        tfrecord = pcoll | WriteTFRecordShards(out, 0)
+        assert_that(parquet, functools.partial(paths_exist, ".parquet"), label="ParquetPaths")
+        assert_that(tfrecord, functools.partial(paths_exist, ".tfrecord"), label="TFRecordPaths")
+    files = sorted(os.listdir(out))
+    pattern = re.compile(r"part-(\d{5})-of-(\d{5})\.(parquet|tfrecord)")
+    assert files and all(pattern.fullmatch(f) for f in files), files
+    for suffix in ("parquet", "tfrecord"):
+        shards = [pattern.fullmatch(f).groups()[:2] for f in files if f.endswith(suffix)]
+        total = len(shards)
+        assert sorted(shards) == [(f"{i:05d}", f"{total:05d}") for i in range(total)]
+    names = sorted({f.rsplit(".", 1)[0] for f in files if f.endswith(".parquet")})
+    assert read_parquet(out, names).equals(expected_table(batches))
+    tf_paths = [os.path.join(out, f) for f in files if f.endswith(".tfrecord")]
+    got = [r.numpy() for r in tf.data.TFRecordDataset(tf_paths)]
+    assert sorted(got) == sorted(r for b in batches for r in encode_examples(b))
+
+
+def test_num_shards_validated():
     with pytest.raises(ValueError):
-        WriteTFRecordShards("/tmp/x", bad)
+        WriteTFRecordShards("/tmp/x", -1)
     with pytest.raises(ValueError):
-        WriteParquetShards("/tmp/x", bad, height=2, width=2)
+        WriteParquetShards("/tmp/x", -1, height=2, width=2)
