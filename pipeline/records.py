@@ -119,7 +119,7 @@ ARROW_SCHEMA = arrow_schema  # name used in the design doc
 
 def _uniform_offsets(n: int, item_size: int) -> pa.Buffer:
     if n * item_size > _INT32_MAX:
-        raise ValueError(f"batch of {n} x {item_size} items exceeds the int32 offsets of an Arrow column; use smaller batches")
+        raise ValueError(f"{n} x {item_size} items overflow an Arrow column's int32 offsets; use smaller batches")
     return pa.py_buffer((np.arange(n + 1, dtype=np.int64) * item_size).astype(np.int32))
 
 

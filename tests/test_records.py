@@ -105,7 +105,8 @@ def test_encode_examples_matches_protobuf(h, w, d, seed):
 
 def test_encode_examples_single_layout_fast_path():
     batch = make_batch(np.random.default_rng(1), 50, labels=np.full(50, 3))
-    assert encode_examples(batch) == [reference_example(batch, i).SerializeToString(deterministic=True) for i in range(50)]
+    expected = [reference_example(batch, i).SerializeToString(deterministic=True) for i in range(50)]
+    assert encode_examples(batch) == expected
 
 
 def test_encode_examples_empty():

@@ -30,7 +30,8 @@ H, W, D = 8, 6, 3
 
 
 def pipeline():
-    return test_pipeline.TestPipeline(options=PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"]))
+    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    return test_pipeline.TestPipeline(options=options)
 
 
 def make_batches(sizes, h=H, w=W, d=D):
