@@ -220,16 +220,17 @@ def arrow_batches(table: pa.Table, height: int, width: int) -> list[RecordBatch]
     ]
 
 
-def from_arrow(table: pa.Table, height: int, width: int) -> RecordBatch:
-    """Inverse of `to_arrow`; the table must hold a single (sampler, model_id, seed) run."""
-    batches = arrow_batches(table, height, width)
+def _single_run(batches: list[RecordBatch], height: int, width: int, what: str, splitter: str) -> RecordBatch:
     if not batches:
         return _empty_batch(height, width)
     if len(batches) > 1:
-        raise ValueError(
-            f"table mixes {len(batches)} (sampler, model_id, seed) runs; use arrow_batches() to split it"
-        )
+        raise ValueError(f"{what} mix {len(batches)} (sampler, model_id, seed) runs; use {splitter}() to split")
     return batches[0]
+
+
+def from_arrow(table: pa.Table, height: int, width: int) -> RecordBatch:
+    """Inverse of `to_arrow`; the table must hold a single (sampler, model_id, seed) run."""
+    return _single_run(arrow_batches(table, height, width), height, width, "table rows", "arrow_batches")
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,14 +459,8 @@ def parse_example_batches(serialized: Sequence[bytes], height: int, width: int) 
 
 def parse_examples(serialized: Sequence[bytes], height: int, width: int) -> RecordBatch:
     """Inverse of `encode_examples`; all records must share sampler/model_id/seed."""
-    batches = parse_example_batches(serialized, height, width)
-    if not batches:
-        return _empty_batch(height, width)
-    if len(batches) > 1:
-        raise ValueError(
-            f"records mix {len(batches)} (sampler, model_id, seed) runs; use parse_example_batches() to split them"
-        )
-    return batches[0]
+    return _single_run(parse_example_batches(serialized, height, width), height, width, "records",
+                       "parse_example_batches")
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,22 +11,18 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import outdir
 from pipeline.readers import read_manifest
+from vae_model.model_dir import read_bytes
 from pipeline.records import (RecordBatch, batch_digest, combine_digests, from_arrow, iter_tfrecord_file,
                               parse_examples)
 
 _PARSE_CHUNK = 8192
 
 
-def _read_file(path: str) -> bytes:
-    with FileSystems.open(path) as f:
-        return f.read()
-
-
 def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None = None):
     """Yield RecordBatches of one shard; ValueError on corrupt files."""
     import io
 
-    data = _read_file(path) if data is None else data
+    data = read_bytes(path) if data is None else data
     if fmt == "parquet":
         try:
             table = pq.read_table(pa.BufferReader(data))
@@ -76,7 +72,7 @@ def verify_output(out_dir: str) -> list[str]:
         if not FileSystems.exists(path):
             problems.append(f"{s['path']}: missing")
             continue
-        data = _read_file(path)
+        data = read_bytes(path)
         if len(data) != s["bytes"]:
             problems.append(f"{s['path']}: {len(data)} bytes, manifest says {s['bytes']}")
         if hashlib.sha256(data).hexdigest() != s["sha256"]:
