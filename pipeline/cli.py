@@ -106,8 +106,9 @@ def _positive(ctx, param, value):
 @click.option("--shards", type=int, default=None, help="Shards per format (default: one per 50,000 records).")
 @click.option("--batch-size", type=int, default=4096, show_default=True,
               help="Records per work unit and decoder batch.")
-@click.option("--runner", type=click.Choice(["DirectRunner", "DataflowRunner"]), default="DirectRunner",
-              show_default=True, help="Beam runner.")
+@click.option("--runner", type=click.Choice(["DirectRunner", "DataflowRunner", "BundleBasedDirectRunner"]),
+              default="DirectRunner", show_default=True,
+              help="Beam runner. BundleBasedDirectRunner is local and retries failed bundles like Dataflow.")
 @click.option("--workers", type=int, default=None, help="Local worker processes, or Dataflow workers.")
 @click.option("--gpu", default=None, help="Dataflow GPU type, e.g. nvidia-l4 (adds the accelerator service option "
                                           "and resource hint).")

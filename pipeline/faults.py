@@ -1,6 +1,7 @@
 """Test-only fault injection: VAE_AUGMENT_FAULTS="stage:unit[:mode],..." makes work unit `unit` raise in
 `stage` (sample, decode, write). mode `once` (default) fails only the first attempt in a process, which a
-Beam retry then recovers; `always` fails every attempt, so the job fails for good."""
+Beam retry then recovers; `always` fails every attempt, so the job fails for good. With VAE_AUGMENT_FAULTS_LOG=FILE each injected
+failure is appended to FILE, so tests observe that the fault fired (and was retried) rather than assume it."""
 import os
 
 _ENV = "VAE_AUGMENT_FAULTS"
@@ -26,4 +27,8 @@ def maybe_fail(stage: str, unit_id: int) -> None:
             key = (stage, unit_id)
             if mode == "always" or key not in _fired:
                 _fired.add(key)
+                log = os.environ.get(_ENV + "_LOG")
+                if log:
+                    with open(log, "a") as f:
+                        f.write(f"{stage}:{unit_id}:{mode}\n")
                 raise InjectedFault(f"injected {mode} fault in {stage} of work unit {unit_id}")

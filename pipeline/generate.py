@@ -94,6 +94,8 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
         if not any(a.startswith("--setup_file") for a in args):
             args.append(f"--setup_file={outdir.setup_file()}")
     else:
+        if job.runner == "BundleBasedDirectRunner":
+            args.append("--runner=BundleBasedDirectRunner")
         if job.workers:
             args.append(f"--direct_num_workers={job.workers}")
             if job.workers > 1 and not any(a.startswith("--direct_running_mode") for a in args):
@@ -174,6 +176,7 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
     if dry_run:
         return {"dry_run": True, "result": result}
     elapsed = time.time() - started
+    outdir.remove_temp_leftovers(job.out)
     manifest = outdir.finalize(
         job.out, job.formats, shards, counts,
         {

@@ -121,6 +121,28 @@ def abandon(out: str) -> None:
         pass
 
 
+TEMP_PREFIXES = ("beam-temp-", ".temp-")
+
+
+def list_entries(directory: str) -> list[str]:
+    """Top-level entries (files and folders, empty ones included) of a local or remote directory."""
+    if "://" not in directory:
+        return sorted(os.path.join(directory, n) for n in os.listdir(directory)) if os.path.isdir(directory) else []
+    tops = set()
+    for m in FileSystems.match([join(directory, "**")])[0].metadata_list:
+        rest = m.path[len(directory.rstrip("/")) + 1:]
+        tops.add(join(directory, rest.split("/")[0]))
+    return sorted(tops)
+
+
+def remove_temp_leftovers(out: str) -> list[str]:
+    """Delete Beam temp dirs still present after a successful job (replayed bundles can leave some)."""
+    temps = [p for d in _shard_dirs(out) for p in list_entries(d)
+             if os.path.basename(p.rstrip("/")).startswith(TEMP_PREFIXES)]
+    _delete(temps)
+    return temps
+
+
 def list_shards(out: str, fmt: str, shards: int) -> list[str]:
     pattern = join(out, SHARD_DIRS[fmt], f"part-*-of-{shards:05d}{SUFFIX[fmt]}")
     found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)

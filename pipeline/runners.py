@@ -10,9 +10,16 @@ def is_dataflow(options: PipelineOptions) -> bool:
 
 
 def make_runner(options: PipelineOptions):
-    """FnApiRunner for local runs (honours --direct_running_mode/--direct_num_workers); None = use options."""
+    """FnApiRunner for local runs (honours --direct_running_mode/--direct_num_workers); None = use options.
+
+    `--runner=BundleBasedDirectRunner` selects Beam's older local runner, which retries a failed bundle up to
+    four times the way Dataflow does (the FnApiRunner does not retry): slower, used to test retry safety.
+    """
     if is_dataflow(options):
         return None
+    if (options.view_as(StandardOptions).runner or "").endswith("BundleBasedDirectRunner"):
+        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+        return BundleBasedDirectRunner()
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
@@ -26,6 +33,8 @@ def make_runner(options: PipelineOptions):
 def runner_description(options: PipelineOptions) -> dict:
     if is_dataflow(options):
         return {"runner": "DataflowRunner"}
+    if (options.view_as(StandardOptions).runner or "").endswith("BundleBasedDirectRunner"):
+        return {"runner": "BundleBasedDirectRunner"}
     d = options.view_as(DirectOptions)
     return {"runner": "DirectRunner (Beam FnApiRunner)", "direct_running_mode": d.direct_running_mode,
             "direct_num_workers": d.direct_num_workers}

@@ -93,9 +93,9 @@ def verify_output(out_dir: str) -> list[str]:
         if rows != s["rows"]:
             problems.append(f"{s['path']}: {rows} records, manifest says {s['rows']}")
     for fmt in manifest["formats"]:
-        for m in FileSystems.match([FileSystems.join(out_dir, outdir.SHARD_DIRS[fmt], "*")])[0].metadata_list:
-            if m.path not in listed:
-                problems.append(f"{m.path[len(out_dir):].lstrip('/')}: extra file not in the manifest")
+        for path in outdir.list_entries(FileSystems.join(out_dir, outdir.SHARD_DIRS[fmt])):
+            if path not in listed:
+                problems.append(f"{path[len(out_dir):].lstrip('/')}: extra file not in the manifest")
     for fmt, acc in per_format.items():
         ids = np.concatenate(acc["ids"]) if acc["ids"] else np.zeros(0, np.int64)
         dupes = len(ids) - len(np.unique(ids))

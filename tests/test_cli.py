@@ -77,3 +77,117 @@ def test_generate_preview_verify_through_the_cli(tmp_path):
     assert_user_error(res, 2, "--overwrite")
     res = invoke("generate", "--out", out, "--per-class", 5, "--batch-size", 64, "--seed", 9, "--overwrite")
     assert res.exit_code == 0, res.output
+
+
+# ---- bad-input matrix: models, statistics, output, data files -------------------------------------------
+
+@pytest.fixture
+def model_copy(tmp_path, bundled):
+    import shutil
+    dst = tmp_path / "model"
+    shutil.copytree(bundled.path, dst)
+    return dst
+
+
+def _damage_model(model, how):
+    dec = model / "decoder.keras"
+    if how == "truncated":
+        dec.write_bytes(dec.read_bytes()[: 5000])
+    elif how == "corrupt":
+        dec.write_bytes(b"\x00garbage" * 1000)
+    elif how == "encoder":
+        dec.write_bytes((model / "encoder.keras").read_bytes())
+    elif how == "no_stats":
+        (model / "latent_stats.npz").unlink()
+
+
+@pytest.mark.parametrize("how,needles", [
+    ("truncated", ["decoder.keras could not be loaded", "truncated or corrupt"]),
+    ("corrupt", ["decoder.keras could not be loaded", "truncated or corrupt"]),
+    ("encoder", ["decoder.keras does not look like a decoder"]),
+    ("no_stats", ["needs class statistics", "--labeled-data"]),
+])
+def test_bad_models_are_reported_without_writing(how, needles, model_copy, tmp_path):
+    _damage_model(model_copy, how)
+    res = invoke("generate", "--model", model_copy, "--out", tmp_path / "X", "--per-class", 5)
+    assert_user_error(res, 2 if how == "no_stats" else 1, *needles)
+    assert not (tmp_path / "X").exists()
+
+
+def test_statistics_of_another_latent_size_are_refused(tmp_path, tiny_model_dir):
+    res = invoke("generate", "--stats", os.path.join(tiny_model_dir, "latent_stats.npz"), "--out", tmp_path / "X",
+                 "--per-class", 5)
+    assert_user_error(res, 1, "latent size 2", "has 20", "vae-augment stats")
+    assert not (tmp_path / "X").exists()
+
+
+@pytest.mark.parametrize("args,code,needles", [
+    (["--per-class", "-2"], 2, ["--per-class"]),
+    (["--per-class", "5", "--sampler", "prior"], 2, ["--sampler prior", "--num"]),
+    (["--num", "5", "--classes", "3,3"], 2, ["lists a class twice"]),
+    (["--num", "5", "--classes", "a,b"], 2, ["--classes"]),
+])
+def test_more_bad_generate_flags(args, code, needles, tmp_path):
+    res = invoke("generate", "--out", tmp_path / "X", *args)
+    assert_user_error(res, code, *needles)
+    assert not (tmp_path / "X").exists()
+
+
+def test_unwritable_output_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = invoke("generate", "--out", blocker / "sub", "--per-class", 5)
+    assert_user_error(res, 2, str(blocker / "sub"), "not writable")
+    res = invoke("generate", "--out", blocker, "--per-class", 5)
+    assert_user_error(res, 2, "is a file")
+    assert blocker.read_text() == "not a directory"
+
+
+def _write_bad_data(tmp_path, kind):
+    import gzip
+    import struct
+    import numpy as np
+    header = "label," + ",".join(f"pixel{i}" for i in range(784))
+    row = ["3"] + ["0"] * 784
+    if kind == "csv_columns":
+        p = tmp_path / "d.csv"
+        p.write_text(header + "\n" + ",".join(row[:-4]) + "\n")
+    elif kind == "csv_nonnumeric":
+        p = tmp_path / "d.csv"
+        p.write_text(header + "\n" + ",".join(row[:10] + ["x"] + row[11:]) + "\n")
+    elif kind == "csv_range":
+        p = tmp_path / "d.csv"
+        p.write_text(header + "\n" + ",".join(row[:10] + ["256"] + row[11:]) + "\n")
+    elif kind == "csv_empty":
+        p = tmp_path / "d.csv"
+        p.write_text(header + "\n")
+    elif kind == "idx_magic":
+        p = tmp_path / "train-images-idx3-ubyte"
+        p.write_bytes(struct.pack(">IIII", 0x0801, 1, 28, 28) + bytes(784))
+        return f"idx:{p}", p.name
+    elif kind == "idx_truncated":
+        p = tmp_path / "train-images-idx3-ubyte.gz"
+        p.write_bytes(gzip.compress(struct.pack(">IIII", 0x0803, 2, 28, 28) + bytes(784)))
+        return f"idx:{p}", p.name
+    elif kind == "idx_count":
+        img = tmp_path / "train-images-idx3-ubyte"
+        img.write_bytes(struct.pack(">IIII", 0x0803, 2, 28, 28) + bytes(2 * 784))
+        lab = tmp_path / "train-labels-idx1-ubyte"
+        lab.write_bytes(struct.pack(">II", 0x0801, 3) + bytes(3))
+        return f"idx:{img},{lab}", lab.name
+    elif kind == "npz_keys":
+        p = tmp_path / "d.npz"
+        np.savez(p, images=np.zeros((2, 28, 28), np.uint8))
+    return str(p), p.name
+
+
+@pytest.mark.parametrize("kind", ["csv_columns", "csv_nonnumeric", "csv_range", "csv_empty", "idx_magic",
+                                  "idx_truncated", "idx_count", "npz_keys"])
+def test_bad_data_files_through_the_cli(kind, tmp_path):
+    source, name = _write_bad_data(tmp_path, kind)
+    res = invoke("train", "--data", source, "--set", "epochs=1", "--out", tmp_path / "M", "--quiet")
+    assert_user_error(res, 1, name)
+    assert not (tmp_path / "M").exists()
+    res = invoke("stats", "--data", source, "--out", tmp_path / "s.npz")
+    assert_user_error(res, 1, name)
+    assert not (tmp_path / "s.npz").exists()

@@ -1,0 +1,176 @@
+"""Retries, failures and damage: nothing lost, nothing duplicated, nothing partial, problems found."""
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline import faults
+from pipeline.cli import cli
+from pipeline.generate import GenerateJob, run_job
+from pipeline.readers import load_parquet, tfrecord_dataset
+from pipeline.verify import verify_output
+from vae_model.errors import DataError
+
+LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+JOB = dict(per_class=100, classes=[0, 1, 2], batch_size=64, seed=3, shards=2)  # 6 work units
+
+
+@pytest.fixture(autouse=True)
+def fresh_faults(monkeypatch, tmp_path):
+    faults._fired.clear()
+    monkeypatch.setenv("VAE_AUGMENT_FAULTS_LOG", str(tmp_path / "faults.log"))
+    yield
+    faults._fired.clear()
+
+
+def fired(tmp_path):
+    path = tmp_path / "faults.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def leftovers(out):
+    return [p for p in out.rglob("*") if "temp" in p.name]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "o"
+    return run_job(GenerateJob(out=str(out), **JOB), LOCAL)
+
+
+def assert_same_records(out, clean):
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset_digest"] == clean["dataset_digest"]
+    assert manifest["per_class"] == clean["per_class"] == {"0": 100, "1": 100, "2": 100}
+    assert verify_output(str(out)) == []  # reads every record of both formats back: ids unique, counts, digest
+    ids = [int(i) for _, _, i in tfrecord_dataset(str(out), with_ids=True).as_numpy_iterator()]
+    assert len(ids) == len(set(ids)) == 300
+    assert not leftovers(out)
+
+
+def test_every_bundle_replayed_gives_the_same_records(tmp_path, clean):
+    out = tmp_path / "o"
+    run_job(GenerateJob(out=str(out), **JOB), LOCAL + ["--direct_runner_bundle_repeat=2"])
+    assert_same_records(out, clean)
+
+
+def test_first_attempt_faults_are_retried_to_the_same_records(tmp_path, clean, monkeypatch):
+    """BundleBasedDirectRunner retries a failed bundle (as Dataflow does); the fault log proves it fired."""
+    monkeypatch.setenv("VAE_AUGMENT_FAULTS", "sample:1,decode:4")
+    out = tmp_path / "o"
+    run_job(GenerateJob(out=str(out), runner="BundleBasedDirectRunner", **JOB), [])
+    assert sorted(fired(tmp_path)) == ["decode:4:once", "sample:1:once"]
+    assert_same_records(out, clean)
+
+
+def test_permanent_failure_publishes_nothing_and_a_rerun_succeeds(tmp_path, clean, monkeypatch):
+    out = tmp_path / "o"
+    args = ["generate", "--out", str(out), "--per-class", "100", "--classes", "0,1,2", "--batch-size", "64",
+            "--seed", "3", "--shards", "2", *LOCAL]
+    monkeypatch.setenv("VAE_AUGMENT_FAULTS", "decode:2:always")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert "Traceback" not in res.output
+    assert lines[-1].startswith("Error: generation job failed: InjectedFault: injected always fault in decode "
+                                "of work unit 2")
+    assert "decode:2:always" in fired(tmp_path)
+    assert not (out / "manifest.json").exists()
+    assert not (out / "parquet").exists() and not (out / "tfrecord").exists()
+    with pytest.raises(DataError, match="no manifest.json"):
+        load_parquet(str(out))
+    monkeypatch.delenv("VAE_AUGMENT_FAULTS")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert_same_records(out, clean)
+
+
+def test_overwrite_removes_the_old_manifest_before_writing(tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    run_job(GenerateJob(out=str(out), per_class=10, batch_size=64), LOCAL)
+    assert (out / "manifest.json").exists()
+    monkeypatch.setenv("VAE_AUGMENT_FAULTS", "decode:0:always")
+    res = CliRunner().invoke(cli, ["generate", "--out", str(out), "--per-class", "20", "--seed", "8",
+                                   "--overwrite", *LOCAL])
+    assert res.exit_code == 1
+    # the crash happened after --overwrite took effect: no stale manifest describes the (gone) new files
+    assert not (out / "manifest.json").exists() and not (out / "parquet").exists()
+
+
+def test_nan_from_the_decoder_fails_the_job_and_writes_nothing(tmp_path, bundled):
+    import keras
+    model = tmp_path / "nanmodel"
+    shutil.copytree(bundled.path, model)
+    dec = keras.models.load_model(model / "decoder.keras", compile=False)
+    w = dec.layers[-2].get_weights()
+    w[0][0, :] = np.nan  # one input unit poisons every pixel
+    dec.layers[-2].set_weights(w)
+    dec.save(model / "decoder.keras")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["generate", "--model", str(model), "--out", str(out), "--per-class", "10",
+                                   *LOCAL])
+    assert res.exit_code == 1
+    assert "NaN/Inf" in res.output.strip().splitlines()[-1] and "Traceback" not in res.output
+    assert not (out / "manifest.json").exists() and not (out / "parquet").exists()
+
+
+@pytest.fixture
+def damaged(tmp_path, clean):
+    out = tmp_path / "o"
+    shutil.copytree(clean["config"]["out"], out)
+    return out
+
+
+def run_verify(out):
+    res = CliRunner().invoke(cli, ["verify", str(out)])
+    return res.exit_code, res.output
+
+
+def test_verify_passes_an_intact_output(damaged):
+    code, text = run_verify(damaged)
+    assert code == 0 and "OK" in text
+
+
+def test_verify_finds_a_flipped_byte(damaged):
+    shard = sorted((damaged / "parquet").glob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    code, text = run_verify(damaged)
+    assert code == 1 and f"parquet/{shard.name}: sha256 differs" in text
+    with pytest.raises(DataError, match="failed verification"):
+        load_parquet(str(damaged), verify=True)
+
+
+def test_verify_finds_a_missing_and_an_extra_shard(damaged):
+    shards = sorted((damaged / "tfrecord").glob("*.tfrecord"))
+    shutil.move(shards[0], damaged / "tfrecord" / "part-00007-of-00009.tfrecord")
+    code, text = run_verify(damaged)
+    assert code == 1
+    assert f"tfrecord/{shards[0].name}: missing" in text
+    assert "tfrecord/part-00007-of-00009.tfrecord: extra file not in the manifest" in text
+    assert re.search(r"tfrecord: \d+ records in total, manifest says 300", text)  # the extra one is not counted
+
+
+def test_verify_finds_a_truncated_tfrecord(damaged):
+    shard = sorted((damaged / "tfrecord").glob("*.tfrecord"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    code, text = run_verify(damaged)
+    assert code == 1
+    assert f"tfrecord/{shard.name}: unreadable tfrecord (ValueError: truncated TFRecord record" in text
+    with pytest.raises(DataError, match="failed verification"):
+        list(tfrecord_dataset(str(damaged), verify=True))
+
+
+@pytest.mark.e2e
+def test_many_bundles_under_multi_processing_keep_exact_counts(tmp_path, clean):
+    out = tmp_path / "o"
+    m = run_job(GenerateJob(out=str(out), per_class=640, classes=[0, 1, 2, 3, 4], batch_size=32, seed=1, shards=4),
+                ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert m["total"] == 3200 and m["per_class"] == {str(c): 640 for c in range(5)}  # 100 work units
+    assert verify_output(str(out)) == []
+    images, labels = load_parquet(str(out))
+    assert np.bincount(labels).tolist() == [640] * 5
