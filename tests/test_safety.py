@@ -174,3 +174,12 @@ def test_many_bundles_under_multi_processing_keep_exact_counts(tmp_path, clean):
     assert verify_output(str(out)) == []
     images, labels = load_parquet(str(out))
     assert np.bincount(labels).tolist() == [640] * 5
+
+
+def test_rerun_with_different_shards_replaces_the_old_shard_files(tmp_path, clean):
+    out = tmp_path / "o"
+    run_job(GenerateJob(out=str(out), **JOB), LOCAL)
+    run_job(GenerateJob(out=str(out), **{**JOB, "shards": 3}), LOCAL)  # same records, other layout: allowed
+    names = sorted(p.name for p in (out / "parquet").iterdir())
+    assert names == [f"part-0000{i}-of-00003.parquet" for i in range(3)]
+    assert_same_records(out, clean)
