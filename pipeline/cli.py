@@ -191,6 +191,94 @@ def verify(out_dir):
     click.echo(f"{out_dir}: OK (every shard matches the manifest, records valid, digest matches)")
 
 
+@cli.command("train-classifier")
+@click.option("--data", required=True, help="Labeled real data source, e.g. mnist, csv:train.csv, idx:DIR; only "
+                                            "labeled rows train it, the source's test split scores it.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Classifier directory to write (classifier.keras + classifier.json; replaced atomically).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML classifier config (see configs/classifier.yaml); default: the built-in one, the same.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set train.epochs=2 --set model.dense_units=64. Repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_classifier_cmd(data, out_dir, config_path, overrides, quiet):
+    """Train the reference CNN classifier (used by evaluate and the classifier filter) on real labeled data."""
+    from vae_model.classifier import load_classifier_config, train_classifier
+
+    cfg = load_classifier_config(config_path, overrides)
+    meta = train_classifier(data, out_dir, cfg, verbose=0 if quiet else ("auto" if sys.stdout.isatty() else 2))
+    click.echo(f"classifier {meta['classifier_id']} written to {out_dir} in {meta['train_seconds']} s "
+               f"({meta['rows']:,} labeled images, {meta['steps']:,} steps)")
+    test = meta["metrics"].get("test")
+    if test:
+        click.echo(f"test accuracy {test['accuracy']:.2%} on {test['images']:,} images")
+    else:
+        click.echo(f"{data} has no labeled test split: no test accuracy recorded")
+
+
+@cli.command("evaluate")
+@click.argument("out_dir")
+@click.option("--real", "real_source", required=True,
+              help="Real labeled data to compare against, e.g. mnist (its train split is the novelty/diversity "
+                   "reference and trains the CAS ceiling, its test split scores CAS).")
+@click.option("--classifier", "classifier_dir", default=None,
+              help="Reference classifier directory from train-classifier; default: the bundled MNIST classifier.")
+@click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for report.html, report.json and figures/ (new, empty or an earlier report; "
+                   "replaced atomically).")
+@click.option("--cas-epochs", type=click.IntRange(min=0), default=None,
+              help="Epochs of CAS training over the synthetic records (default: the classifier's config; 0 skips CAS).")
+@click.option("--cas-max-steps", type=click.IntRange(min=0), default=None,
+              help="Cap on CAS optimizer steps (default: the classifier's config, 0 = no cap).")
+@click.option("--max-images", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="Synthetic records sampled for fidelity, diversity and pictures (counts use every record).")
+@click.option("--novelty-images", type=click.IntRange(min=1), default=5_000, show_default=True,
+              help="Synthetic images whose exact nearest real training image is searched.")
+@click.option("--baseline-images", type=click.IntRange(min=1), default=5_000, show_default=True,
+              help="Real test images searched the same way, as the novelty baseline.")
+@click.option("--diversity-per-class", type=click.IntRange(min=2), default=500, show_default=True,
+              help="Images per class for the mean within-class pairwise distance.")
+@click.option("--near-dup-threshold", type=float, default=None,
+              help="Near-duplicate distance (L2 over pixels in [0, 1]); default: the 1st percentile of the real "
+                   "test-to-train distances.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the subsamples.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def evaluate_cmd(out_dir, real_source, classifier_dir, report_dir, cas_epochs, cas_max_steps, max_images,
+                 novelty_images, baseline_images, diversity_per_class, near_dup_threshold, seed, quiet):
+    """Score a generated dataset against real data (counts, label fidelity, CAS, novelty, diversity); write a
+    self-contained HTML report."""
+    from pipeline.evaluate import evaluate
+
+    r = evaluate(out_dir, real_source, classifier_dir, report_dir, cas_epochs=cas_epochs, cas_max_steps=cas_max_steps,
+                 max_images=max_images, novelty_images=novelty_images, baseline_images=baseline_images,
+                 diversity_per_class=diversity_per_class, near_dup_threshold=near_dup_threshold, seed=seed,
+                 log=None if quiet else (lambda msg: click.echo(msg, err=True)), verbose=0 if quiet else 2)
+    f, cas, nov, div = r["fidelity"], r["cas"], r["novelty"], r["diversity"]
+    click.echo(f"evaluated {r['counts']['total']:,} records of {out_dir} against {real_source} "
+               f"in {r['timings']['metrics_total']:.0f} s")
+    if not r["counts"]["match"]:
+        click.echo("WARNING the shards disagree with the manifest: " + "; ".join(r["counts"]["problems"][:3]))
+    if f["applicable"]:
+        per = [v["fidelity"] for v in f["per_class"].values()]
+        click.echo(f"label fidelity {f['fidelity']:.2%} (classes {min(per):.1%}..{max(per):.1%}; the classifier "
+                   f"scores {f['classifier_accuracy_on_real_test']:.2%} on real test images)")
+    else:
+        click.echo(f"label fidelity: n/a ({f['reason']})")
+    if cas["applicable"]:
+        click.echo(f"CAS {cas['cas']:.2%} vs ceiling {cas['ceiling']:.2%} (same architecture on real training data)")
+    else:
+        click.echo(f"CAS: n/a ({cas['reason']})")
+    click.echo(f"novelty: {nov['exact_duplicates']:,} exact duplicates of real training images; near-duplicate rate "
+               f"{nov['near_duplicate_rate']:.2%} (real test baseline {nov['baseline_near_duplicate_rate']:.2%}, "
+               f"distance < {nov['near_duplicate_threshold']:.2f})")
+    if div["applicable"]:
+        click.echo(f"diversity: within-class distance {div['synthetic_mean']:.2f} vs real {div['real_mean']:.2f} "
+                   f"(ratio {div['mean_ratio']:.2f})")
+    else:
+        click.echo(f"diversity: pooled ratio {div['pooled']['ratio']:.2f} (unlabeled records)")
+    click.echo(f"report: {report_dir}/report.html")
+
+
 def _yaml_str(s: str) -> str:
     import json
     return json.dumps(s)  # JSON strings are YAML strings; keeps ':' and '?' in sources intact

@@ -23,7 +23,7 @@ def assert_user_error(res, code, *needles):
 
 def test_help_lists_every_command():
     res = invoke("--help")
-    for cmd in ("train", "generate", "stats", "preview", "verify"):
+    for cmd in ("train", "generate", "stats", "preview", "verify", "train-classifier", "evaluate"):
         assert cmd in res.output
 
 
@@ -191,3 +191,10 @@ def test_bad_data_files_through_the_cli(kind, tmp_path):
     res = invoke("stats", "--data", source, "--out", tmp_path / "s.npz")
     assert_user_error(res, 1, name)
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_evaluate_refuses_a_directory_without_manifest(tmp_path):
+    (tmp_path / "shards" / "parquet").mkdir(parents=True)
+    res = invoke("evaluate", tmp_path / "shards", "--real", "mnist", "--report", tmp_path / "R")
+    assert_user_error(res, 1, "manifest.json")
+    assert not (tmp_path / "R").exists()
