@@ -1,5 +1,6 @@
-"""The main job: Create(work units) -> Reshuffle -> SampleLatents -> DecodeLatents -> Write Parquet/TFRecord,
-then a manifest written only after every shard is finalized."""
+"""The main job: Create(shard tasks) -> Reshuffle -> sample + decode each task's work units -> write each task's
+batches straight into its own Parquet/TFRecord shard (no shuffle of decoded data), then a manifest written only
+after every shard is finalized."""
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,7 @@ from pipeline.class_stats import ComputeClassStats
 from pipeline.runners import make_runner, runner_description
 from pipeline.samplers import NEEDS_STATS, build_sampler
 from pipeline.sinks import WriteParquetShards, WriteTFRecordShards
-from pipeline.transforms import DecodeLatents, SampleLatents, SummarizeRecords, plan_units, spread_evenly
+from pipeline.transforms import GenerateShards, SummarizeRecords, plan_shard_tasks, plan_units, spread_evenly
 from vae_model import provenance
 from vae_model.errors import UsageError
 from vae_model.model_dir import ModelDir
@@ -104,25 +105,32 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
 
 
 def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, counts: dict[int, int], sampler, stats_pcoll=None):
-    """Adds the generation graph to `p`; returns the summary PCollection."""
+    """Adds the generation graph to `p`; returns the summary PCollection.
+
+    Work units are dealt to K shard tasks up front (unit_id % K); only those tiny tasks are shuffled. Each task
+    is sampled, decoded, encoded, hashed and written inside one fused stage, one open file per shard and
+    format, so memory stays flat in N and no decoded byte goes through a GroupByKey.
+    """
     units = plan_units(counts, job.batch_size)
     total = sum(counts.values())
-    hints = {"accelerator": f"type:{job.gpu};count:1;install-nvidia-driver"} if job.gpu else {}
-    batches = (
-        p
-        | "CreateWorkUnits" >> beam.Create(units, reshuffle=False)
-        | "ShuffleWorkUnits" >> beam.Reshuffle()
-        | "SampleLatents" >> SampleLatents(sampler, job.seed)
-        | "DecodeLatents" >> DecodeLatents(md.path, job.batch_size, md.model_id, job.sampler, job.seed,
-                                           job.batch_size, total).with_resource_hints(**hints)
-    )
     shards = job.shards or outdir.default_shards(total)
+    hints = {"accelerator": f"type:{job.gpu};count:1;install-nvidia-driver"} if job.gpu else {}
+    keyed = (
+        p
+        | "CreateShardTasks" >> beam.Create(plan_shard_tasks(units, shards), reshuffle=False)
+        | "ShuffleShardTasks" >> beam.Reshuffle()
+        | "DecodeLatents" >> GenerateShards(sampler, job.seed, md.path, job.batch_size, md.model_id, job.sampler,
+                                            job.batch_size, total).with_resource_hints(**hints)
+    )
+    stats_dir = outdir.shard_stats_dir(job.out)
     if "parquet" in job.formats:
-        batches | "WriteParquet" >> WriteParquetShards(
-            outdir.shard_dir(job.out, "parquet"), shards, height=md.image_shape[0], width=md.image_shape[1])
+        keyed | "WriteParquet" >> WriteParquetShards(
+            outdir.shard_dir(job.out, "parquet"), shards, height=md.image_shape[0], width=md.image_shape[1],
+            stats_dir=stats_dir)
     if "tfrecord" in job.formats:
-        batches | "WriteTFRecord" >> WriteTFRecordShards(outdir.shard_dir(job.out, "tfrecord"), shards)
-    summary = batches | "Summarize" >> SummarizeRecords()
+        keyed | "WriteTFRecord" >> WriteTFRecordShards(outdir.shard_dir(job.out, "tfrecord"), shards,
+                                                       stats_dir=stats_dir)
+    summary = keyed | "Batches" >> beam.Values() | "Summarize" >> SummarizeRecords()
     summary | "WriteSummary" >> beam.Map(json.dumps) | beam.io.WriteToText(
         outdir.summary_prefix(job.out), shard_name_template="", num_shards=1)
     return summary

@@ -143,13 +143,26 @@ def remove_temp_leftovers(out: str) -> list[str]:
     return temps
 
 
-def list_shards(out: str, fmt: str, shards: int) -> list[str]:
+def shard_stats_dir(out: str) -> str:
+    """Where the sinks leave one small JSON per written shard (rows, bytes, sha256); removed by finalize."""
+    return join(out, SUMMARY_DIR, "shards")
+
+
+def _match_shards(out: str, fmt: str, shards: int):
     pattern = join(out, SHARD_DIRS[fmt], f"part-*-of-{shards:05d}{SUFFIX[fmt]}")
-    found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    return found
+    return sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
+
+
+def list_shards(out: str, fmt: str, shards: int) -> list[str]:
+    return [m.path for m in _match_shards(out, fmt, shards)]
+
+
+def _relative(path: str, out: str) -> str:
+    return path[len(out):].lstrip("/") if path.startswith(out) else path
 
 
 def shard_info(path: str, fmt: str, out: str) -> dict:
+    """Rows, bytes and sha256 of a shard by reading it back (the fallback when the sink left no stats)."""
     size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -158,8 +171,48 @@ def shard_info(path: str, fmt: str, out: str) -> dict:
     else:
         with FileSystems.open(path) as f:
             rows = count_tfrecords(f)
-    rel = path[len(out):].lstrip("/") if path.startswith(out) else path
-    return {"path": rel, "format": fmt, "rows": int(rows), "bytes": int(size), "sha256": sha256_file(path)}
+    return {"path": _relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size),
+            "sha256": sha256_file(path)}
+
+
+def _shard_number(path: str) -> int:
+    return int(os.path.basename(path).split("-")[1])
+
+
+def _entry_from_stats(path: str, size: int, fmt: str, out: str, shards: int, stats: list[dict]):
+    """The entry the sink recorded while writing this very file, or None when it cannot be trusted.
+
+    A shard's bytes are a pure function of the job, so replayed bundles leave identical stats files; any
+    disagreement, or a size that differs from the file's, means we read the file instead.
+    """
+    shard = _shard_number(path)
+    found = {(s["rows"], s["bytes"], s["sha256"]) for s in stats
+             if s.get("format") == fmt and s.get("shard") == shard and s.get("num_shards") == shards}
+    if len(found) != 1:
+        return None
+    rows, nbytes, sha = found.pop()
+    if nbytes != size:
+        return None
+    return {"path": _relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size), "sha256": sha}
+
+
+def _shard_entries(out: str, formats, shards: int) -> list[dict]:
+    from pipeline.sinks import read_shard_stats
+
+    stats = read_shard_stats(shard_stats_dir(out))
+    entries, unknown = [], []
+    for fmt in formats:
+        for m in _match_shards(out, fmt, shards):  # existence + size: one listing per format
+            entry = _entry_from_stats(m.path, m.size_in_bytes, fmt, out, shards, stats)
+            entries.append(entry)
+            if entry is None:
+                unknown.append((len(entries) - 1, fmt, m.path))
+    if unknown:
+        with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on big buffers
+            read = list(pool.map(lambda u: shard_info(u[2], u[1], out), unknown))
+        for (i, _, _), entry in zip(unknown, read):
+            entries[i] = entry
+    return entries
 
 
 def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict) -> dict:
@@ -170,9 +223,7 @@ def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict)
         abandon(out)
         raise DataError(f"job produced {summary['total']} records {summary['per_class']} but {total} {expected} "
                         "were planned; nothing was published, re-run the job")
-    paths = [(fmt, p) for fmt in formats for p in list_shards(out, fmt, shards)]
-    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL on big buffers
-        entries = list(pool.map(lambda fp: shard_info(fp[1], fp[0], out), paths))
+    entries = _shard_entries(out, formats, shards)
     for fmt in formats:
         rows = sum(e["rows"] for e in entries if e["format"] == fmt)
         n = sum(1 for e in entries if e["format"] == fmt)

@@ -1,15 +1,27 @@
-"""Beam sinks writing RecordBatches as K Parquet shards and K TFRecord shards.
+"""Beam sinks writing keyed RecordBatches as exactly K Parquet shards and K TFRecord shards.
 
-Both sinks write through Beam's own machinery (temp files, then rename on finalize) so they work
-on any Beam filesystem (local, gs://) and leave no partial files behind on success.
+Input elements are `(shard, RecordBatch)` with 0 <= shard < K. Both sinks are `fileio.WriteToFiles` with
+the shard as the destination and a `FileSink` per format, so every shard is written by one open file in
+the bundle that produces it: decoded data is never shuffled. Beam writes temp files and renames them on
+finalize, on any Beam filesystem (local, gs://); no partial files are left behind on success.
+
+Precondition (what `generate` guarantees with one element per shard, see transforms.GenerateShards): all
+batches of one shard are produced in the same bundle. If a shard's batches arrive in two bundles the job
+fails with `ShardSplitAcrossBundles` instead of writing two files for one shard.
+
+Each sink hashes its bytes as it writes them (the temp file's content is the final file's) and, given a
+`stats_dir`, leaves a small JSON per shard there with rows, bytes and sha256, so the manifest does not
+have to read every shard back.
 """
 
 from __future__ import annotations
 
-import random
+import hashlib
+import json
 import uuid
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -19,175 +31,283 @@ from apache_beam.transforms.window import GlobalWindows
 from pipeline.records import RecordBatch, arrow_schema, encode_tfrecords, to_arrow
 
 DEFAULT_FILE_PREFIX = "part"
-# Measured on MNIST digits (see report): snappy shrinks files ~3x for a modest CPU cost.
+# Measured on decoded MNIST digits (README, Performance): snappy without dictionary encoding writes ~1.5x
+# faster than with it and the files are smaller (dictionaries of unique 784-byte images never pay off).
 DEFAULT_PARQUET_CODEC = "snappy"
+PARQUET_USE_DICTIONARY = False
+# Min/max statistics only where they help readers filter; the image/latent ones are useless.
+PARQUET_STATISTICS = ["id", "label", "seed"]
+
+
+class ShardSplitAcrossBundles(RuntimeError):
+    """One shard's batches were written by more than one bundle (the sink's input precondition was broken)."""
 
 
 def shard_name(file_prefix: str, shard: int, num_shards: int, suffix: str) -> str:
-    """`part-00003-of-00016.tfrecord`: the same pattern Beam's FileBasedSink uses for Parquet."""
+    """`part-00003-of-00016.tfrecord`: the same pattern Beam's FileBasedSink uses."""
     return f"{file_prefix}-{shard:05d}-of-{num_shards:05d}{suffix}"
 
 
 def _check_shards(num_shards: int) -> int:
-    if int(num_shards) < 0:
-        raise ValueError(f"num_shards must be >= 1, or 0 for one file per bundle; got {num_shards}")
+    if int(num_shards) < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     return int(num_shards)
 
 
-class WriteParquetShards(beam.PTransform):
-    """PCollection[RecordBatch] -> exactly `num_shards` files `<output_dir>/part-SSSSS-of-NNNNN.parquet`.
+class _HashingFile:
+    """Write-only file wrapper that counts and sha256-hashes every byte on its way to the real handle."""
 
-    num_shards=0 lets the runner decide (one file per bundle) and skips the shuffle of all data
-    that a fixed shard count costs.
-
-    Each input batch becomes one Arrow table and hence one Parquet row group (WriteToParquetBatched
-    has no row-group buffering), so batch size is the row-group size knob. Beam writes into
-    `<output_dir>/beam-temp-part-<uuid>/` and removes it after the renames. Returns
-    PCollection[str] of the final file paths, emitted after all renames.
-    """
-
-    def __init__(
-        self,
-        output_dir_prefix: str,
-        num_shards: int,
-        *,
-        height: int,
-        width: int,
-        codec: str = DEFAULT_PARQUET_CODEC,
-        file_prefix: str = DEFAULT_FILE_PREFIX,
-    ):
-        super().__init__()
-        self._output_dir = output_dir_prefix
-        self._num_shards = _check_shards(num_shards)
-        self._schema = arrow_schema(height, width)
-        self._codec = codec
-        self._file_prefix = file_prefix
-
-    def expand(self, batches):
-        return (
-            batches
-            | "ToArrow" >> beam.Map(to_arrow)
-            | "WriteToParquetBatched"
-            >> beam.io.WriteToParquetBatched(
-                FileSystems.join(self._output_dir, self._file_prefix),
-                schema=self._schema,
-                codec=self._codec,
-                use_compliant_nested_type=True,
-                file_name_suffix=".parquet",
-                num_shards=self._num_shards,
-            )
-        )
-
-
-class TFRecordBatchSink(fileio.FileSink):
-    """fileio sink for (shard, framed_bytes) elements whose bytes are already TFRecord-framed."""
-
-    def create_metadata(self, destination, full_file_name):
-        return fileio.FileMetadata(
-            mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
-        )
-
-    def open(self, fh):
+    def __init__(self, fh):
         self._fh = fh
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
 
-    def write(self, record):
-        self._fh.write(record[1])
+    def write(self, data) -> int:
+        self._sha.update(data)
+        n = memoryview(data).nbytes
+        self.size += n
+        self._fh.write(data)
+        return n
 
-    def flush(self):
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
         self._fh.flush()
 
+    def writable(self) -> bool:
+        return True
 
-class _EncodeAndShard(beam.DoFn):
-    """RecordBatch -> (shard, framed TFRecord bytes), round-robin over shards."""
+    def seekable(self) -> bool:
+        return False
 
-    def __init__(self, num_shards: int):
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:  # Beam closes the real handle after flush(); never earlier
+        self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class _BatchSink(fileio.FileSink):
+    """Common part: (shard, RecordBatch) records, hashing, and the per-shard stats file on flush."""
+
+    format = ""
+
+    def __init__(self, shard: int, num_shards: int, stats_dir: str | None):
+        self._shard = shard
         self._num_shards = num_shards
+        self._stats_dir = stats_dir
+        self._file = None
+        self._rows = 0
 
-    def start_bundle(self):
-        # Random start per bundle (as Beam's own sharding does) so small bundles spread out.
-        self._next = random.randrange(self._num_shards)
+    def create_metadata(self, destination, full_file_name):
+        return fileio.FileMetadata(mime_type="application/octet-stream",
+                                   compression_type=CompressionTypes.UNCOMPRESSED)
 
-    def process(self, batch: RecordBatch):
-        self._next = (self._next + 1) % self._num_shards
-        yield self._next, encode_tfrecords(batch)
+    def open(self, fh):
+        self._file = _HashingFile(fh)
+        self._rows = 0
 
-    def finish_bundle(self):
-        # An empty element per shard so every shard gets a file however few batches arrive.
-        # Emitted here rather than Flatten-ed in from a Create: on the portable runners a
-        # Flatten across stages materialises every (multi-MB) element once more.
-        for shard in range(self._num_shards):
-            yield GlobalWindows.windowed_value((shard, b""))
+    def write(self, record):
+        shard, batch = record
+        if shard != self._shard:
+            raise ValueError(f"record for shard {shard} reached the writer of shard {self._shard}")
+        self._rows += len(batch)
+        self._write_batch(batch)
+
+    def flush(self):
+        # fileio calls flush() once, right before it closes the file: finish the file here.
+        self._finish()
+        self._file.flush()
+        if self._stats_dir:
+            stats = {"format": self.format, "shard": self._shard, "num_shards": self._num_shards,
+                     "rows": self._rows, "bytes": self._file.size, "sha256": self._file.hexdigest()}
+            name = f"{self.format}-{self._shard:05d}-of-{self._num_shards:05d}-{uuid.uuid4().hex}.json"
+            with FileSystems.create(FileSystems.join(self._stats_dir, name)) as f:
+                f.write(json.dumps(stats).encode())
+
+    def _write_batch(self, batch: RecordBatch):
+        raise NotImplementedError
+
+    def _finish(self):
+        pass
+
+
+class ParquetBatchSink(_BatchSink):
+    """One Parquet file per shard; each RecordBatch becomes one row group (batch size = row-group size)."""
+
+    format = "parquet"
+
+    def __init__(self, shard, num_shards, stats_dir, schema, codec):
+        super().__init__(shard, num_shards, stats_dir)
+        self._schema = schema
+        self._codec = codec
+        self._writer = None
+
+    def open(self, fh):
+        super().open(fh)
+        self._writer = pq.ParquetWriter(self._file, self._schema, compression=self._codec,
+                                        use_dictionary=PARQUET_USE_DICTIONARY,
+                                        write_statistics=PARQUET_STATISTICS, use_compliant_nested_type=True)
+
+    def _write_batch(self, batch):
+        if len(batch):
+            self._writer.write_table(to_arrow(batch), row_group_size=len(batch))
+
+    def _finish(self):
+        self._writer.close()  # writes the footer; the handle itself stays open for Beam to close
+
+
+class TFRecordBatchSink(_BatchSink):
+    """One TFRecord file per shard; each batch is framed in one go (`encode_tfrecords`)."""
+
+    format = "tfrecord"
+
+    def _write_batch(self, batch):
+        if len(batch):
+            self._file.write(encode_tfrecords(batch))
+
+
+class _SinkFactory:
+    """Picklable `sink_fn(destination)` for fileio: one fresh sink per shard file."""
+
+    def __init__(self, cls, num_shards, stats_dir, **kwargs):
+        self._cls = cls
+        self._num_shards = num_shards
+        self._stats_dir = stats_dir
+        self._kwargs = kwargs
+
+    def __call__(self, destination):
+        return self._cls(destination, self._num_shards, self._stats_dir, **self._kwargs)
+
+
+class _ShardNaming:
+    """fileio file naming: the destination is the shard; a shard must come from exactly one temp file."""
+
+    def __init__(self, file_prefix: str, num_shards: int, suffix: str):
+        self._prefix = file_prefix
+        self._num_shards = num_shards
+        self._suffix = suffix
+
+    def __call__(self, window, pane, shard_index, total_shards, compression, destination):
+        if total_shards != 1:
+            raise ShardSplitAcrossBundles(
+                f"shard {destination} of {self._num_shards} ({self._suffix}) was written by {total_shards} "
+                "bundles; every shard's batches must come from one element (see GenerateShards)")
+        return shard_name(self._prefix, destination, self._num_shards, self._suffix)
 
 
 def _shard_of(element) -> int:
     return element[0]
 
 
-def _tfrecord_naming(file_prefix: str, num_shards: int) -> fileio.FileNaming:
-    def naming(window, pane, shard_index, total_shards, compression, destination):
-        if num_shards:  # the destination is the shard
-            return shard_name(file_prefix, destination, num_shards, ".tfrecord")
-        return shard_name(file_prefix, shard_index, total_shards, ".tfrecord")
-
-    return naming
-
-
-def _single_destination(framed: bytes):
-    return 0, framed
-
-
-def _finish_tfrecord_write(file_results, output_dir: str, temp_dir: str, num_shards: int):
+def _finish_write(file_results, output_dir: str, temp_dir: str, num_shards: int, what: str):
     # fileio.WriteToFiles moves the temp files but never removes its temp directory.
     try:
         FileSystems.delete([temp_dir])
     except BeamIOError:
         pass  # already gone, or an object store with no directory objects
     paths = sorted(FileSystems.join(output_dir, r.file_name) for r in file_results)
-    if num_shards and len(paths) != num_shards:
-        # Only possible if the runner ran no bundle at all for the encode step (empty input).
-        raise RuntimeError(f"expected {num_shards} TFRecord shards under {output_dir}, got {len(paths)}: {paths}")
+    if len(set(paths)) != num_shards:
+        # Only possible if some shard got no element at all (input without one element per shard).
+        raise RuntimeError(f"expected {num_shards} {what} shards under {output_dir}, got {len(paths)}: {paths}")
     yield from paths
 
 
-class WriteTFRecordShards(beam.PTransform):
-    """PCollection[RecordBatch] -> exactly `num_shards` files `<output_dir>/part-SSSSS-of-NNNNN.tfrecord`.
+class _WriteShards(beam.PTransform):
+    suffix = ""
+    what = ""
 
-    Each batch is encoded to one element of framed bytes (`encode_tfrecords`, identical to
-    `frame_tfrecords(encode_examples(batch))`) and written by `fileio.WriteToFiles` with the shard
-    index as the destination, so every shard is exactly one file (empty shards still get a valid,
-    empty file). num_shards=0 instead writes one file per bundle with no shuffle of the data.
-    Input must be bounded. Returns PCollection[str] of the final file paths, emitted once, after
-    all files are in place and the temp directory is removed.
-    """
-
-    def __init__(self, output_dir_prefix: str, num_shards: int, *, file_prefix: str = DEFAULT_FILE_PREFIX):
+    def __init__(self, output_dir_prefix: str, num_shards: int, file_prefix: str, stats_dir: str | None):
         super().__init__()
         self._output_dir = output_dir_prefix
         self._num_shards = _check_shards(num_shards)
         self._file_prefix = file_prefix
+        self._stats_dir = stats_dir
 
-    def expand(self, batches):
+    def _sink_fn(self) -> _SinkFactory:
+        raise NotImplementedError
+
+    def expand(self, keyed_batches):
         k = self._num_shards
-        temp_dir = FileSystems.join(self._output_dir, f".temp-tfrecord-{uuid.uuid4().hex}")
-        windowed = batches | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
-        if k:
-            # 0 open writers per bundle: every element goes through the sharded GroupByKey
-            # path, giving exactly one file per destination (= shard).
-            framed = windowed | "EncodeAndShard" >> beam.ParDo(_EncodeAndShard(k))
-            layout = {"shards": 1, "max_writers_per_bundle": 0}
-        else:
-            framed = windowed | "Encode" >> beam.Map(encode_tfrecords) | "Key" >> beam.Map(_single_destination)
-            layout = {}
-        results = framed | "WriteToFiles" >> fileio.WriteToFiles(
-            path=self._output_dir,
-            destination=_shard_of,
-            file_naming=_tfrecord_naming(self._file_prefix, k),
-            temp_directory=StaticValueProvider(str, temp_dir),  # fileio needs a ValueProvider here
-            sink=TFRecordBatchSink,
-            **layout,
+        temp_dir = FileSystems.join(self._output_dir, f".temp-{self.what}-{uuid.uuid4().hex}")
+        results = (
+            keyed_batches
+            | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
+            | "WriteToFiles" >> fileio.WriteToFiles(
+                path=self._output_dir,
+                destination=_shard_of,
+                file_naming=_ShardNaming(self._file_prefix, k, self.suffix),
+                temp_directory=StaticValueProvider(str, temp_dir),  # fileio needs a ValueProvider here
+                sink=self._sink_fn(),
+                # One open writer per shard: with K allowed, fileio never spills records to its
+                # GroupByKey path, so no decoded data is shuffled.
+                max_writers_per_bundle=k,
+            )
         )
         return (
             results
             | "CollectResults" >> beam.combiners.ToList()
-            | "Finish" >> beam.FlatMap(_finish_tfrecord_write, self._output_dir, temp_dir, k)
+            | "Finish" >> beam.FlatMap(_finish_write, self._output_dir, temp_dir, k, self.what)
         )
+
+
+class WriteParquetShards(_WriteShards):
+    """PCollection[(shard, RecordBatch)] -> exactly `num_shards` files `<output_dir>/part-SSSSS-of-NNNNN.parquet`.
+
+    Each batch becomes one Parquet row group (snappy, no dictionaries, statistics for id/label/seed) in the
+    `arrow_schema` layout. Returns PCollection[str] of the final paths, emitted once after all renames and
+    after the temp directory is removed.
+    """
+
+    suffix = ".parquet"
+    what = "parquet"
+
+    def __init__(self, output_dir_prefix: str, num_shards: int, *, height: int, width: int,
+                 codec: str = DEFAULT_PARQUET_CODEC, file_prefix: str = DEFAULT_FILE_PREFIX,
+                 stats_dir: str | None = None):
+        super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir)
+        self._schema = arrow_schema(height, width)
+        self._codec = codec
+
+    def _sink_fn(self):
+        return _SinkFactory(ParquetBatchSink, self._num_shards, self._stats_dir, schema=self._schema,
+                            codec=self._codec)
+
+
+class WriteTFRecordShards(_WriteShards):
+    """PCollection[(shard, RecordBatch)] -> exactly `num_shards` files `<output_dir>/part-SSSSS-of-NNNNN.tfrecord`.
+
+    Records are `tf.train.Example`s identical to `encode_examples(batch)`, framed as tf.io.TFRecordWriter
+    frames them. Returns PCollection[str] of the final paths, emitted once, after all files are in place.
+    """
+
+    suffix = ".tfrecord"
+    what = "tfrecord"
+
+    def __init__(self, output_dir_prefix: str, num_shards: int, *, file_prefix: str = DEFAULT_FILE_PREFIX,
+                 stats_dir: str | None = None):
+        super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir)
+
+    def _sink_fn(self):
+        return _SinkFactory(TFRecordBatchSink, self._num_shards, self._stats_dir)
+
+
+def read_shard_stats(stats_dir: str) -> list[dict]:
+    """Every stats file the sinks left in `stats_dir` (replayed bundles may leave identical duplicates)."""
+    try:
+        found = FileSystems.match([FileSystems.join(stats_dir, "*.json")])[0].metadata_list
+    except BeamIOError:
+        return []
+    stats = []
+    for m in found:
+        with FileSystems.open(m.path) as f:
+            try:
+                stats.append(json.loads(f.read()))
+            except ValueError:
+                continue  # a write cut short by a failed attempt; finalize falls back to reading the shard
+    return stats

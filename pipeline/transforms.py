@@ -1,14 +1,18 @@
 """The generation job's Beam transforms: work units in, decoded RecordBatches out.
 
-Only tiny work units are shuffled; after sampling every element is a whole batch (thousands of images).
-The decoder is loaded once per worker process (`DoFn.setup` + `Shared`) and called through a
-fixed-signature `tf.function`.
+Only tiny work units (or shard tasks, lists of work units) are shuffled; after sampling every element is a
+whole batch (thousands of images) and decoded data is never shuffled. The decoder is loaded once per worker
+process (`DoFn.setup` + `Shared`) and called through a fixed-signature `tf.function`.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -17,7 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
 from pipeline import faults
-from pipeline.records import RecordBatch, batch_digest, combine_digests
+from pipeline.records import RecordBatch, _empty_batch, batch_digest, combine_digests
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "vae_augment"
@@ -44,6 +48,36 @@ def plan_units(counts: dict[int, int], capacity: int) -> list[WorkUnit]:
     return units
 
 
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything output shard `shard` (of `num_shards`) holds: the work units with unit_id % num_shards == shard.
+
+    One task is one Beam element, so one process() call produces the whole shard in one bundle and the
+    sinks can write it with one open file per shard, without shuffling decoded data.
+    """
+
+    shard: int
+    num_shards: int
+    units: tuple[WorkUnit, ...]
+
+
+def plan_shard_tasks(units: list[WorkUnit], num_shards: int) -> list[ShardTask]:
+    """Deal the units round-robin over `num_shards` tasks (classes mix within a shard; sizes differ by <= 1 unit).
+
+    Tasks with no units (more shards than units) still exist, so every shard gets its (empty) file.
+    """
+    if num_shards <= 0:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    ordered = sorted(units, key=lambda u: u.unit_id)
+    return [ShardTask(s, num_shards, tuple(u for u in ordered if u.unit_id % num_shards == s))
+            for s in range(num_shards)]
+
+
+def sample_unit(sampler, seed: int, unit: WorkUnit) -> np.ndarray:
+    """A unit's latent codes: a pure function of (sampler, seed, unit)."""
+    return sampler.sample(np.random.default_rng([seed, unit.unit_id]), unit.label, unit.count)
+
+
 def spread_evenly(total: int, classes: list[int]) -> dict[int, int]:
     base, extra = divmod(total, len(classes))
     return {c: base + (1 if i < extra else 0) for i, c in enumerate(classes)}
@@ -56,8 +90,7 @@ class _SampleFn(beam.DoFn):
 
     def process(self, unit: WorkUnit):
         faults.maybe_fail("sample", unit.unit_id)
-        rng = np.random.default_rng([self._seed, unit.unit_id])
-        yield unit, self._sampler.sample(rng, unit.label, unit.count)
+        yield unit, sample_unit(self._sampler, self._seed, unit)
 
 
 class SampleLatents(beam.PTransform):
@@ -113,17 +146,28 @@ class _DecodeFn(beam.DoFn):
 
     def process(self, element):
         unit, z = element
+        yield self._decode(unit, z)
+
+    def _decode(self, unit: WorkUnit, z: np.ndarray) -> RecordBatch:
+        return self._account(unit, *self._decode_raw(unit, z))
+
+    def _decode_raw(self, unit: WorkUnit, z: np.ndarray) -> tuple[RecordBatch, int]:
+        """Pure computation (safe on a helper thread): the batch and its count of non-finite pixels."""
         faults.maybe_fail("decode", unit.unit_id)
         labels = np.full(unit.count, unit.label, np.int64)
         images, bad = self._handle.decoder(z, labels)
+        ids = unit.unit_id * self._capacity + np.arange(unit.count, dtype=np.int64)
+        return RecordBatch(ids, labels, images, z, self._sampler_name, self._model_id, self._seed), bad
+
+    def _account(self, unit: WorkUnit, batch: RecordBatch, bad: int) -> RecordBatch:
+        """Checks, metrics and progress, on the bundle's own thread (Beam metrics are thread-local)."""
         if bad:
             self._nonfinite.inc(bad)
             raise NonFiniteOutput(f"work unit {unit.unit_id}: decoder produced {bad} NaN/Inf pixels; "
                                   "the model is broken, retrain it")
-        ids = unit.unit_id * self._capacity + np.arange(unit.count, dtype=np.int64)
         self._records.inc(unit.count)
         self._report(unit.count)
-        yield RecordBatch(ids, labels, images, z, self._sampler_name, self._model_id, self._seed)
+        return batch
 
     def _report(self, n):
         self._done += n
@@ -131,8 +175,8 @@ class _DecodeFn(beam.DoFn):
         if now - self._last_report >= 2.0 or self._done >= self._total:
             self._last_report = now
             rate = self._done / max(now - self._started, 1e-9)
-            print(f"  decoded {self._done:,} / {self._total:,} records in this worker ({rate:,.0f}/s)",
-                  file=sys.stderr, flush=True)
+            print(f"  decoded {self._done:,} / {self._total:,} records in this worker "
+                  f"(pid {os.getpid()}, {rate:,.0f}/s)", file=sys.stderr, flush=True)
 
 
 class DecodeLatents(beam.PTransform):
@@ -145,6 +189,92 @@ class DecodeLatents(beam.PTransform):
 
     def expand(self, latents):
         return latents | "Decode" >> beam.ParDo(self._fn)
+
+
+class _GenerateShardFn(_DecodeFn):
+    """ShardTask -> (shard, RecordBatch) for each of its units: sample, then decode, in this one element.
+
+    Units are sampled and decoded on `decode_threads` helper threads, up to that many units ahead, while the
+    bundle's own thread sends finished batches downstream (encoding, hashing and writing, fused into this
+    stage). TensorFlow releases the GIL, so decoding and writing overlap; with two or more calls in flight
+    TensorFlow's intra-op pool stays busy while the writer holds a core. Batches still leave in unit order,
+    and records do not depend on the number of threads (0 = decode inline).
+    """
+
+    def __init__(self, sampler, seed, model_path, batch_size, model_id, sampler_name, capacity, total,
+                 jit_compile=False, decode_threads=2):
+        super().__init__(model_path, batch_size, model_id, sampler_name, seed, capacity, total, jit_compile)
+        self._sampler = sampler
+        self._threads = decode_threads
+        self._pool = None
+
+    def setup(self):
+        super().setup()
+        if self._threads > 0:
+            self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="vae-augment-decode")
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _make(self, unit: WorkUnit) -> tuple[RecordBatch, int]:
+        faults.maybe_fail("sample", unit.unit_id)
+        return self._decode_raw(unit, sample_unit(self._sampler, self._seed, unit))
+
+    def _empty(self) -> RecordBatch:
+        dec = self._handle.decoder
+        empty = _empty_batch(dec.image_shape[0], dec.image_shape[1], dec.latent_dim)
+        return RecordBatch(empty.ids, empty.labels, empty.images, empty.latents, self._sampler_name,
+                           self._model_id, self._seed)
+
+    def process(self, task: ShardTask):
+        if not task.units:
+            # Gives the shard its (valid, empty) file, written in this bundle like every other shard.
+            yield task.shard, self._empty()
+            return
+        if self._pool is None:
+            for unit in task.units:
+                yield task.shard, self._account(unit, *self._make(unit))
+            return
+        todo = iter(task.units)
+        pending = collections.deque((u, self._pool.submit(self._make, u))
+                                    for u in itertools.islice(todo, self._threads))
+        try:
+            while pending:
+                unit, future = pending.popleft()
+                done = future.result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, self._pool.submit(self._make, nxt)))
+                yield task.shard, self._account(unit, *done)
+        finally:
+            # On failure (or an abandoned bundle) leave no helper thread working for this bundle.
+            for _, future in pending:
+                future.cancel()
+            for _, future in pending:
+                if not future.cancelled():
+                    try:
+                        future.result()
+                    except Exception:  # noqa: BLE001 - the first error is already propagating
+                        pass
+
+
+class GenerateShards(beam.PTransform):
+    """ShardTask -> (shard, RecordBatch) per work unit (sampled from default_rng([seed, unit_id]), then decoded).
+
+    The records equal SampleLatents | DecodeLatents on the same units; every shard's batches come from one
+    element, hence one bundle, and an empty task yields one empty batch so its shard still gets a file.
+    """
+
+    def __init__(self, sampler, seed, model_path, batch_size, model_id, sampler_name, capacity, total,
+                 jit_compile=False, decode_threads=2, label=None):
+        super().__init__(label)
+        self._fn = _GenerateShardFn(sampler, seed, model_path, batch_size, model_id, sampler_name, capacity,
+                                    total, jit_compile, decode_threads)
+
+    def expand(self, tasks):
+        return tasks | "SampleAndDecode" >> beam.ParDo(self._fn)
 
 
 class _SummaryFn(beam.CombineFn):

@@ -1,19 +1,20 @@
-import functools
+import hashlib
+import json
 import os
-import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-from apache_beam import Create
+from apache_beam import Create, FlatMap
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.records import (
+    _empty_batch,
     arrow_batches,
     arrow_schema,
     batch_digest,
@@ -23,7 +24,14 @@ from pipeline.records import (
     parse_example_batches,
     to_arrow,
 )
-from pipeline.sinks import WriteParquetShards, WriteTFRecordShards, shard_name
+from pipeline.sinks import (
+    ShardSplitAcrossBundles,
+    WriteParquetShards,
+    WriteTFRecordShards,
+    _ShardNaming,
+    read_shard_stats,
+    shard_name,
+)
 from tests.test_records import make_batch
 
 H, W, D = 8, 6, 3
@@ -44,17 +52,29 @@ def make_batches(sizes, h=H, w=W, d=D):
     return batches
 
 
+def deal(batches, num_shards):
+    """Batch i goes to shard i % K, as generate deals work units; every shard is one element (one bundle)."""
+    return {s: batches[s::num_shards] for s in range(num_shards)}
+
+
+def _expand(task, h, w, d):
+    shard, batches = task
+    # An empty shard still sends one (empty) batch, as GenerateShards does, so it gets its file.
+    return [(shard, b) for b in batches] or [(shard, _empty_batch(h, w, d))]
+
+
 def expected_table(batches):
     return pa.concat_tables([to_arrow(b) for b in batches]).sort_by("id").combine_chunks()
 
 
-def write_both(tmp_path, batches, num_shards, h=H, w=W):
+def write_both(tmp_path, dealt, h=H, w=W, d=D, stats_dir=None):
+    num_shards = len(dealt)
     out = str(tmp_path / "out")
     names = [shard_name("part", i, num_shards, "") for i in range(num_shards)]
     with pipeline() as p:
-        pcoll = p | Create(batches)
-        parquet = pcoll | WriteParquetShards(out, num_shards, height=h, width=w)
-        tfrecord = pcoll | WriteTFRecordShards(out, num_shards)
+        keyed = p | Create(sorted(dealt.items(), key=lambda kv: kv[0])) | FlatMap(_expand, h, w, d)
+        parquet = keyed | WriteParquetShards(out, num_shards, height=h, width=w, stats_dir=stats_dir)
+        tfrecord = keyed | WriteTFRecordShards(out, num_shards, stats_dir=stats_dir)
         assert_that(parquet, equal_to([os.path.join(out, n + ".parquet") for n in names]), label="ParquetPaths")
         assert_that(tfrecord, equal_to([os.path.join(out, n + ".tfrecord") for n in names]), label="TFRecordPaths")
     return out, names
@@ -79,7 +99,7 @@ def read_tfrecords(out, names):
 
 def test_sinks_write_exact_records(tmp_path):
     batches = make_batches([40, 1, 25, 17, 30])
-    out, names = write_both(tmp_path, batches, 3)
+    out, names = write_both(tmp_path, deal(batches, 3))
     assert_only_shards(out, names)
     expected = expected_table(batches)
 
@@ -92,9 +112,26 @@ def test_sinks_write_exact_records(tmp_path):
     assert got.sort_by("id").combine_chunks().equals(expected)
 
 
+def test_each_shard_holds_exactly_its_batches_in_order(tmp_path):
+    batches = make_batches([40, 1, 25, 17, 30, 9, 12])
+    dealt = deal(batches, 3)
+    out, names = write_both(tmp_path, dealt)
+    for shard, name in enumerate(names):
+        mine = dealt[shard]
+        meta = pq.ParquetFile(os.path.join(out, name + ".parquet")).metadata
+        assert meta.num_row_groups == len(mine)  # one row group per batch
+        assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [len(b) for b in mine]
+        encodings = {e for i in range(meta.num_row_groups) for e in meta.row_group(i).column(2).encodings}
+        assert not {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & encodings  # images are never dictionary-encoded
+        table = pq.read_table(os.path.join(out, name + ".parquet"))
+        assert table.column("id").to_pylist() == [int(i) for b in mine for i in b.ids]
+        with open(os.path.join(out, name + ".tfrecord"), "rb") as f:
+            assert list(iter_tfrecord_file(f)) == [r for b in mine for r in encode_examples(b)]
+
+
 def test_sinks_digest_matches_input(tmp_path):
     batches = make_batches([50, 60])
-    out, names = write_both(tmp_path, batches, 2)
+    out, names = write_both(tmp_path, deal(batches, 2))
     want = 0
     for b in batches:
         want = combine_digests(want, batch_digest(b))
@@ -115,17 +152,19 @@ def test_sinks_digest_matches_input(tmp_path):
 
 def test_sinks_fewer_batches_than_shards(tmp_path):
     batches = make_batches([10])
-    out, names = write_both(tmp_path, batches, 4)
+    out, names = write_both(tmp_path, deal(batches, 4))
     assert_only_shards(out, names)
     assert read_parquet(out, names).equals(expected_table(batches))
     assert sorted(read_tfrecords(out, names)) == sorted(encode_examples(batches[0]))
     sizes = sorted(os.path.getsize(os.path.join(out, n + ".tfrecord")) for n in names)
     assert sizes[:3] == [0, 0, 0]
+    for n in names[1:]:  # the empty shards are valid, empty Parquet files with the full schema
+        assert pq.ParquetFile(os.path.join(out, n + ".parquet")).metadata.num_rows == 0
 
 
 def test_sinks_mnist_sized_with_pandas(tmp_path):
     batches = make_batches([64, 64, 64], 28, 28, 20)
-    out, names = write_both(tmp_path, batches, 2, 28, 28)
+    out, names = write_both(tmp_path, deal(batches, 2), 28, 28, 20)
     frame = read_parquet(out, names, 28, 28).to_pandas()
     assert len(frame) == 192
     assert frame["image"].map(len).eq(784).all()
@@ -133,41 +172,45 @@ def test_sinks_mnist_sized_with_pandas(tmp_path):
 
 
 def test_sinks_empty_input_still_writes_all_shards(tmp_path):
-    out, names = write_both(tmp_path, [], 2)
+    out, names = write_both(tmp_path, deal([], 2))
     assert_only_shards(out, names)
     assert read_parquet(out, names).num_rows == 0
     assert read_tfrecords(out, names) == []
 
 
-def paths_exist(suffix, paths):
-    assert paths and all(p.endswith(suffix) and os.path.isfile(p) for p in paths), paths
+def test_stats_files_describe_the_final_files(tmp_path):
+    batches = make_batches([40, 1, 25, 17, 30])
+    stats_dir = str(tmp_path / "stats")
+    out, names = write_both(tmp_path, deal(batches, 3), stats_dir=stats_dir)
+    assert_only_shards(out, names)
+    stats = read_shard_stats(stats_dir)
+    assert len(stats) == 6
+    for s in stats:
+        path = os.path.join(out, shard_name("part", s["shard"], 3, "." + s["format"]))
+        data = open(path, "rb").read()
+        assert s["num_shards"] == 3
+        assert (s["bytes"], s["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        assert s["rows"] == sum(len(b) for b in batches[s["shard"]::3])
+    json.dumps(stats)  # plain JSON values only
 
 
-def test_sinks_unsharded_mode(tmp_path):
-    batches = make_batches([20, 30, 10])
-    out = str(tmp_path / "out")
-    with pipeline() as p:
-        pcoll = p | Create(batches)
-        parquet = pcoll | WriteParquetShards(out, 0, height=H, width=W)
-        tfrecord = pcoll | WriteTFRecordShards(out, 0)
-        assert_that(parquet, functools.partial(paths_exist, ".parquet"), label="ParquetPaths")
-        assert_that(tfrecord, functools.partial(paths_exist, ".tfrecord"), label="TFRecordPaths")
-    files = sorted(os.listdir(out))
-    pattern = re.compile(r"part-(\d{5})-of-(\d{5})\.(parquet|tfrecord)")
-    assert files and all(pattern.fullmatch(f) for f in files), files
-    for suffix in ("parquet", "tfrecord"):
-        shards = [pattern.fullmatch(f).groups()[:2] for f in files if f.endswith(suffix)]
-        total = len(shards)
-        assert sorted(shards) == [(f"{i:05d}", f"{total:05d}") for i in range(total)]
-    names = sorted({f.rsplit(".", 1)[0] for f in files if f.endswith(".parquet")})
-    assert read_parquet(out, names).equals(expected_table(batches))
-    tf_paths = [os.path.join(out, f) for f in files if f.endswith(".tfrecord")]
-    got = [r.numpy() for r in tf.data.TFRecordDataset(tf_paths)]
-    assert sorted(got) == sorted(r for b in batches for r in encode_examples(b))
+def test_read_shard_stats_skips_missing_dir_and_cut_files(tmp_path):
+    assert read_shard_stats(str(tmp_path / "none")) == []
+    (tmp_path / "a.json").write_text('{"format": "parquet"')  # cut short
+    (tmp_path / "b.json").write_text('{"format": "parquet", "shard": 0}')
+    assert read_shard_stats(str(tmp_path)) == [{"format": "parquet", "shard": 0}]
+
+
+def test_a_shard_written_by_two_bundles_is_refused():
+    naming = _ShardNaming("part", 4, ".parquet")
+    assert naming(None, None, 0, 1, "", 2) == "part-00002-of-00004.parquet"
+    with pytest.raises(ShardSplitAcrossBundles, match="shard 2 of 4"):
+        naming(None, None, 0, 2, "", 2)
 
 
 def test_num_shards_validated():
-    with pytest.raises(ValueError):
-        WriteTFRecordShards("/tmp/x", -1)
-    with pytest.raises(ValueError):
-        WriteParquetShards("/tmp/x", -1, height=2, width=2)
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            WriteTFRecordShards("/tmp/x", bad)
+        with pytest.raises(ValueError):
+            WriteParquetShards("/tmp/x", bad, height=2, width=2)
