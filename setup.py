@@ -26,6 +26,7 @@ setup(
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
         "google-crc32c>=1.5",
+        "threadpoolctl>=3",
     ],
     extras_require={
         "gcp": ["apache-beam[gcp]>=2.60,<3"],

@@ -66,7 +66,6 @@ def _latents(n: int, seed: int = 0):
 
 def part_ceiling(args) -> dict:
     _quiet_tf()
-    import numpy as np
     import tensorflow as tf
 
     md, z = _latents(args.n)

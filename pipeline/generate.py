@@ -10,7 +10,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import outdir
