@@ -112,6 +112,11 @@ def _positive(ctx, param, value):
 @click.option("--workers", type=int, default=None, help="Local worker processes, or Dataflow workers.")
 @click.option("--gpu", default=None, help="Dataflow GPU type, e.g. nvidia-l4 (adds the accelerator service option "
                                           "and resource hint).")
+@click.option("--filter-classifier", default=None, metavar="CLF_DIR",
+              help="Keep only records this classifier (a `train-classifier` directory, or 'bundled') assigns to "
+                   "their label with probability >= --min-confidence; each class is topped back up to its count.")
+@click.option("--min-confidence", type=float, default=None,
+              help="Threshold for --filter-classifier, in (0, 1]; default 0.9.")
 @click.option("--overwrite", is_flag=True, help="Replace another job's output in --out.")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
 def generate(beam_args, **kw):
@@ -125,6 +130,13 @@ def generate(beam_args, **kw):
     for name in ("num", "per_class", "batch_size", "shards", "workers"):
         if kw[name] is not None and kw[name] <= 0:
             raise click.BadParameter(f"must be > 0, got {kw[name]}", param_hint=f"--{name.replace('_', '-')}")
+    mc = kw["min_confidence"]
+    if mc is not None and not (0.0 < mc <= 1.0):
+        raise click.BadParameter(f"must be in (0, 1], got {mc}; e.g. 0.9 keeps records the classifier gives >= 90% "
+                                 "to their label", param_hint="--min-confidence")
+    if mc is not None and kw["filter_classifier"] is None:
+        raise click.BadParameter("needs --filter-classifier CLF_DIR (or --filter-classifier bundled)",
+                                 param_hint="--min-confidence")
     bad = [a for a in beam_args if not a.startswith("--")]
     if bad:
         raise click.UsageError(f"unexpected argument {bad[0]!r}; Beam options look like --name=value")
@@ -132,7 +144,8 @@ def generate(beam_args, **kw):
                       sampler=kw["sampler"], classes=kw["classes"], spread=kw["spread"],
                       labeled_data=kw["labeled_data"], stats=kw["stats_path"], gmm_components=kw["gmm_components"],
                       seed=kw["seed"], formats=kw["formats"], shards=kw["shards"], batch_size=kw["batch_size"],
-                      runner=kw["runner"], workers=kw["workers"], gpu=kw["gpu"], overwrite=kw["overwrite"])
+                      runner=kw["runner"], workers=kw["workers"], gpu=kw["gpu"], overwrite=kw["overwrite"],
+                      filter_classifier=kw["filter_classifier"], min_confidence=mc)
     m = run_job(job, list(beam_args))
     if m.get("dry_run"):
         click.echo("Dataflow job built (dry run); nothing submitted")
@@ -140,6 +153,11 @@ def generate(beam_args, **kw):
     click.echo(f"wrote {m['total']:,} records to {job.out} in {m['elapsed_seconds']:.1f} s "
                f"({m['images_per_second']:,.0f} images/s)")
     click.echo("per class: " + ", ".join(f"{c}: {n:,}" for c, n in m["per_class"].items()))
+    if "filter" in m:
+        f = m["filter"]
+        click.echo(f"filter (min confidence {f['min_confidence']}): {f['acceptance']:.1%} of {f['drawn']:,} decoded "
+                   "candidates passed; per class: "
+                   + ", ".join(f"{c}: {v['acceptance']:.1%}" for c, v in f["per_class"].items()))
     for fmt in m["formats"]:
         n = sum(1 for s in m["shards"] if s["format"] == fmt)
         click.echo(f"{fmt}: {n} shards under {job.out}/{fmt}/")

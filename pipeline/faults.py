@@ -1,7 +1,9 @@
-"""Test-only fault injection: VAE_AUGMENT_FAULTS="stage:unit[:mode],..." makes work unit `unit` raise in
-`stage` (sample, decode, write). mode `once` (default) fails only the first attempt in a process, which a
-Beam retry then recovers; `always` fails every attempt, so the job fails for good. With VAE_AUGMENT_FAULTS_LOG=FILE each injected
-failure is appended to FILE, so tests observe that the fault fired (and was retried) rather than assume it."""
+"""Test-only fault injection: VAE_AUGMENT_FAULTS="stage:N[:mode],..." raises in `stage` for N: a work unit id in
+`sample` and `decode`, a shard number in `write` (raised after that shard's first batch is written, so a
+half-written temp file is left, as after a crash). mode `once` (default) fails only the first attempt in a
+process, which a Beam retry then recovers; `always` fails every attempt, so the job fails for good. With
+VAE_AUGMENT_FAULTS_LOG=FILE each injected failure is appended to FILE, so tests observe that the fault fired (and
+was retried) rather than assume it."""
 import os
 
 _ENV = "VAE_AUGMENT_FAULTS"
@@ -31,4 +33,5 @@ def maybe_fail(stage: str, unit_id: int) -> None:
                 if log:
                     with open(log, "a") as f:
                         f.write(f"{stage}:{unit_id}:{mode}\n")
-                raise InjectedFault(f"injected {mode} fault in {stage} of work unit {unit_id}")
+                where = "shard" if stage == "write" else "work unit"
+                raise InjectedFault(f"injected {mode} fault in {stage} of {where} {unit_id}")

@@ -24,6 +24,7 @@ from vae_model.model_dir import ModelDir
 
 _LOG = logging.getLogger(__name__)
 FORMATS = ("parquet", "tfrecord")
+DEFAULT_MIN_CONFIDENCE = 0.9
 
 
 @dataclass
@@ -48,12 +49,21 @@ class GenerateJob:
     workers: int | None = None
     gpu: str | None = None
     overwrite: bool = False
+    filter_classifier: str | None = None  # classifier directory, or "bundled"; None = no filter
+    min_confidence: float | None = None  # default DEFAULT_MIN_CONFIDENCE when filtering
 
-    def record_fingerprint(self, model_id: str) -> str:
+    @property
+    def filtered(self) -> bool:
+        return self.filter_classifier is not None
+
+    def record_fingerprint(self, model_id: str, classifier_sha256: str | None = None) -> str:
         """Hash of the arguments that decide record contents (not where or how they are written)."""
         keys = ("num", "per_class", "sampler", "classes", "spread", "labeled_data", "stats", "gmm_components",
                 "seed", "batch_size")
-        blob = json.dumps({"model_id": model_id, **{k: getattr(self, k) for k in keys}}, sort_keys=True)
+        fields = {"model_id": model_id, **{k: getattr(self, k) for k in keys}}
+        if self.filtered:  # unfiltered fingerprints stay what they were
+            fields.update(classifier_sha256=classifier_sha256, min_confidence=self.min_confidence)
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -68,6 +78,8 @@ def _validate(job: GenerateJob, md: ModelDir) -> dict[int, int]:
     bad = [f for f in job.formats if f not in FORMATS]
     if bad or not job.formats:
         raise UsageError(f"--formats {','.join(job.formats)!r}: each must be one of {', '.join(FORMATS)}")
+    if job.min_confidence is not None and not job.filtered:
+        raise UsageError("--min-confidence needs --filter-classifier DIR (or --filter-classifier bundled)")
     if job.sampler == "prior":
         if job.per_class is not None or job.classes:
             raise UsageError("--sampler prior draws unlabeled records: use --num N without --classes")
@@ -103,7 +115,22 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
     return PipelineOptions(args)
 
 
-def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, counts: dict[int, int], sampler, stats_pcoll=None):
+def _record_filter(job: GenerateJob, md: ModelDir):
+    """The job's ClassifierFilter (checked against the model on the driver), or None."""
+    if not job.filtered:
+        return None
+    from pipeline.filtering import ClassifierFilter
+
+    if job.min_confidence is None:
+        job.min_confidence = DEFAULT_MIN_CONFIDENCE
+    clf_dir = None if job.filter_classifier == "bundled" else job.filter_classifier
+    record_filter = ClassifierFilter(clf_dir, job.min_confidence)
+    record_filter.check(md.num_classes, md.image_shape)
+    return record_filter
+
+
+def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, counts: dict[int, int], sampler, stats_pcoll=None,
+          record_filter=None):
     """Adds the generation graph to `p`; returns the summary PCollection.
 
     Work units are dealt to K shard tasks up front (unit_id % K); only those tiny tasks are shuffled. Each task
@@ -119,7 +146,8 @@ def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, counts: dict[int, in
         | "CreateShardTasks" >> beam.Create(plan_shard_tasks(units, shards), reshuffle=False)
         | "ShuffleShardTasks" >> beam.Reshuffle()
         | "DecodeLatents" >> GenerateShards(sampler, job.seed, md.path, job.batch_size, md.model_id, job.sampler,
-                                            job.batch_size, total).with_resource_hints(**hints)
+                                            job.batch_size, total, record_filter=record_filter
+                                            ).with_resource_hints(**hints)
     )
     stats_dir = outdir.shard_stats_dir(job.out)
     if "parquet" in job.formats:
@@ -163,7 +191,9 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
             raise UsageError(f"--classes {missing[0]}: the class statistics have no examples of class "
                              f"{missing[0]}; pick from {known}")
     md.decoder  # fail here, with a clear message, rather than inside a worker
-    fingerprint = job.record_fingerprint(md.model_id)
+    record_filter = _record_filter(job, md)
+    clf_meta = record_filter.check() if record_filter else None
+    fingerprint = job.record_fingerprint(md.model_id, clf_meta["sha256"]["classifier.keras"] if clf_meta else None)
     dry_run = job.runner == "DataflowRunner" and any(a in ("--dry_run", "--dry_run=True") for a in beam_args)
     if not dry_run:
         outdir.prepare(job.out, fingerprint, job.overwrite)
@@ -171,7 +201,7 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
     options = _pipeline_options(job, list(beam_args))
     runner = make_runner(options) if test_pipeline is None else None
     p = test_pipeline or beam.Pipeline(runner=runner, options=options)
-    build(p, job, md, counts, sampler)
+    build(p, job, md, counts, sampler, record_filter=record_filter)
     started = time.time()
     try:
         result = p.run()
@@ -202,6 +232,11 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
             "runner": runner_description(options),
             "elapsed_seconds": round(time.time() - t0, 3),
             "pipeline_seconds": round(elapsed, 3),
+            **({"filter": {"classifier_dir": job.filter_classifier, "min_confidence": job.min_confidence,
+                           "classifier_sha256": clf_meta["sha256"]["classifier.keras"],
+                           "classifier_id": clf_meta.get("classifier_id"),
+                           "classifier_test_accuracy": clf_meta.get("metrics", {}).get("test", {}).get("accuracy")}}
+               if clf_meta else {}),
         })
     manifest["result"] = result
     return manifest

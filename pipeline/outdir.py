@@ -241,6 +241,12 @@ def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict)
         "shards": entries,
         **info,
     }
+    if "filter" in summary:
+        per = {c: {**v, "acceptance": round(v["passed"] / v["drawn"], 6)} for c, v in summary["filter"].items()}
+        drawn = sum(v["drawn"] for v in per.values())
+        manifest["filter"] = {**manifest.get("filter", {}), "drawn": drawn,
+                              "acceptance": round(sum(v["passed"] for v in per.values()) / drawn, 6),
+                              "per_class": per}
     manifest["images_per_second"] = round(total / max(info["elapsed_seconds"], 1e-9), 1)
     _delete([join(out, SUMMARY_DIR)])
     _write_text(join(out, MANIFEST), json.dumps(manifest, indent=1))

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import logging
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
@@ -35,6 +35,10 @@ class RecordBatch:
     sampler: str
     model_id: str
     seed: int
+    # Classifier filter bookkeeping (not record content, not written): candidates decoded to make this batch and
+    # how many of them passed. None = unfiltered.
+    drawn: int | None = field(default=None, compare=False)
+    passed: int | None = field(default=None, compare=False)
 
     def __post_init__(self):
         # Normalise dtypes/layout once here so every encoder can rely on them; these are

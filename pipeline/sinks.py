@@ -28,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.transforms.window import GlobalWindows
 
+from pipeline import faults
 from pipeline.records import RecordBatch, arrow_schema, encode_tfrecords, to_arrow
 
 DEFAULT_FILE_PREFIX = "part"
@@ -118,6 +119,8 @@ class _BatchSink(fileio.FileSink):
             raise ValueError(f"record for shard {shard} reached the writer of shard {self._shard}")
         self._rows += len(batch)
         self._write_batch(batch)
+        # After the batch, so an injected failure leaves a half-written temp file behind, as a real crash would.
+        faults.maybe_fail("write", self._shard)
 
     def flush(self):
         # fileio calls flush() once, right before it closes the file: finish the file here.

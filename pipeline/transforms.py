@@ -157,6 +157,15 @@ class NonFiniteOutput(RuntimeError):
     pass
 
 
+class FilterStarved(RuntimeError):
+    """Too few candidates pass the classifier filter to fill a work unit within MAX_FILTER_ROUNDS rounds."""
+
+
+# Rounds of `count` candidates a filtered work unit may decode: enough for a 5% acceptance rate (expected rounds
+# 1/rate), and a bound on the cost of a threshold set too high.
+MAX_FILTER_ROUNDS = 40
+
+
 class _DecodeFn(beam.DoFn):
     def __init__(self, model_path, batch_size, model_id, sampler_name, seed, capacity, total, jit_compile=False):
         self._model_path = model_path
@@ -243,14 +252,18 @@ class _GenerateShardFn(_DecodeFn):
     """
 
     def __init__(self, sampler, seed, model_path, batch_size, model_id, sampler_name, capacity, total,
-                 jit_compile=False, decode_threads=2):
+                 jit_compile=False, decode_threads=2, record_filter=None, max_rounds=MAX_FILTER_ROUNDS):
         super().__init__(model_path, batch_size, model_id, sampler_name, seed, capacity, total, jit_compile)
         self._sampler = sampler
         self._threads = decode_threads
+        self._filter = record_filter
+        self._max_rounds = max_rounds
         self._pool = None
 
     def setup(self):
         super().setup()
+        if self._filter is not None:
+            self._filter.setup()
         _SingleThreadedBlas.acquire()
         self._blas_held = True
         if self._threads > 0:
@@ -266,7 +279,41 @@ class _GenerateShardFn(_DecodeFn):
 
     def _make(self, unit: WorkUnit) -> tuple[RecordBatch, int]:
         faults.maybe_fail("sample", unit.unit_id)
-        return self._decode_raw(unit, sample_unit(self._sampler, self._seed, unit))
+        if self._filter is None:
+            return self._decode_raw(unit, sample_unit(self._sampler, self._seed, unit))
+        return self._make_filtered(unit)
+
+    def _make_filtered(self, unit: WorkUnit) -> tuple[RecordBatch, int]:
+        """Sample, decode and classify `unit.count` candidates per round, all rounds drawing from the unit's one
+        generator, until `unit.count` pass; keep the first that pass, in draw order. Round 0 is exactly the
+        unfiltered draw, and the result depends only on (seed, unit), never on workers, threads or retries."""
+        rng = np.random.default_rng([self._seed, unit.unit_id])
+        labels = np.full(unit.count, unit.label, np.int64)
+        kept_z, kept_img, got, drawn, passed, bad = [], [], 0, 0, 0, 0
+        for _ in range(self._max_rounds):
+            z = self._sampler.sample(rng, unit.label, unit.count)
+            faults.maybe_fail("decode", unit.unit_id)
+            images, nonfinite = self._handle.decoder(z, labels)
+            bad += nonfinite
+            mask, _ = self._filter.accept(images, labels)
+            drawn += unit.count
+            passed += int(mask.sum())
+            take = np.flatnonzero(mask)[: unit.count - got]
+            kept_z.append(z[take])
+            kept_img.append(images[take])
+            got += len(take)
+            if got == unit.count:
+                break
+        else:
+            where = f"class {unit.label}" if unit.label >= 0 else "unlabeled records"
+            raise FilterStarved(
+                f"work unit {unit.unit_id} ({where}): only {passed:,} of {drawn:,} decoded candidates "
+                f"({passed / drawn:.2%}) pass the classifier filter at --min-confidence {self._filter.min_confidence}; "
+                f"lower --min-confidence, lower --spread, or use a better model or sampler")
+        ids = unit.unit_id * self._capacity + np.arange(unit.count, dtype=np.int64)
+        batch = RecordBatch(ids, labels, np.concatenate(kept_img), np.concatenate(kept_z), self._sampler_name,
+                            self._model_id, self._seed, drawn=drawn, passed=passed)
+        return batch, bad
 
     def _empty(self) -> RecordBatch:
         dec = self._handle.decoder
@@ -311,13 +358,15 @@ class GenerateShards(beam.PTransform):
 
     The records equal SampleLatents | DecodeLatents on the same units; every shard's batches come from one
     element, hence one bundle, and an empty task yields one empty batch so its shard still gets a file.
+    With `record_filter` (a pipeline.filtering.ClassifierFilter) each unit keeps only candidates that pass it and
+    tops up from the unit's own generator (see _GenerateShardFn._make_filtered).
     """
 
     def __init__(self, sampler, seed, model_path, batch_size, model_id, sampler_name, capacity, total,
-                 jit_compile=False, decode_threads=2, label=None):
+                 jit_compile=False, decode_threads=2, record_filter=None, max_rounds=MAX_FILTER_ROUNDS, label=None):
         super().__init__(label)
         self._fn = _GenerateShardFn(sampler, seed, model_path, batch_size, model_id, sampler_name, capacity,
-                                    total, jit_compile, decode_threads)
+                                    total, jit_compile, decode_threads, record_filter, max_rounds)
 
     def expand(self, tasks):
         return tasks | "SampleAndDecode" >> beam.ParDo(self._fn)
@@ -327,29 +376,40 @@ class _SummaryFn(beam.CombineFn):
     """Total, per-class counts and the order-independent dataset digest; exact, so merge order is moot."""
 
     def create_accumulator(self):
-        return (0, {}, 0)
+        return (0, {}, 0, {})
 
     def add_input(self, acc, batch: RecordBatch):
-        total, per_class, digest = acc
+        total, per_class, digest, filtered = acc
         labels, counts = np.unique(batch.labels, return_counts=True)
         per_class = dict(per_class)
         for c, n in zip(labels.tolist(), counts.tolist()):
             per_class[c] = per_class.get(c, 0) + n
-        return total + len(batch), per_class, combine_digests(digest, batch_digest(batch))
+        if batch.drawn is not None and len(batch):
+            # A filtered batch is one work unit, hence one class.
+            filtered = dict(filtered)
+            d, p = filtered.get(int(batch.labels[0]), (0, 0))
+            filtered[int(batch.labels[0])] = (d + batch.drawn, p + batch.passed)
+        return total + len(batch), per_class, combine_digests(digest, batch_digest(batch)), filtered
 
     def merge_accumulators(self, accs):
-        total, per_class, digest = 0, {}, 0
-        for t, pc, d in accs:
+        total, per_class, digest, filtered = 0, {}, 0, {}
+        for t, pc, d, f in accs:
             total += t
             digest = combine_digests(digest, d)
             for c, n in pc.items():
                 per_class[c] = per_class.get(c, 0) + n
-        return total, per_class, digest
+            for c, (dr, pa_) in f.items():
+                d0, p0 = filtered.get(c, (0, 0))
+                filtered[c] = (d0 + dr, p0 + pa_)
+        return total, per_class, digest, filtered
 
     def extract_output(self, acc):
-        total, per_class, digest = acc
-        return {"total": total, "per_class": {str(c): n for c, n in sorted(per_class.items())},
-                "digest": f"{digest:064x}"}
+        total, per_class, digest, filtered = acc
+        out = {"total": total, "per_class": {str(c): n for c, n in sorted(per_class.items())},
+               "digest": f"{digest:064x}"}
+        if filtered:
+            out["filter"] = {str(c): {"drawn": d, "passed": p} for c, (d, p) in sorted(filtered.items())}
+        return out
 
 
 class SummarizeRecords(beam.PTransform):

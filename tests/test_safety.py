@@ -66,6 +66,28 @@ def test_first_attempt_faults_are_retried_to_the_same_records(tmp_path, clean, m
     assert_same_records(out, clean)
 
 
+def test_a_write_that_fails_after_its_first_batch_is_retried_to_the_same_records(tmp_path, clean, monkeypatch):
+    """The writer of shard 1 dies with a half-written temp file; the retried bundle rewrites it, and neither the
+    partial file nor a duplicate of its records reaches the output."""
+    monkeypatch.setenv("VAE_AUGMENT_FAULTS", "write:1")
+    out = tmp_path / "o"
+    run_job(GenerateJob(out=str(out), runner="BundleBasedDirectRunner", **JOB), [])
+    assert fired(tmp_path) == ["write:1:once"]  # the first writer of shard 1 (either format) failed once
+    assert_same_records(out, clean)
+    assert not leftovers(out)
+
+
+def test_permanent_write_failure_publishes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_AUGMENT_FAULTS", "write:0:always")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["generate", "--out", str(out), "--per-class", "50", "--classes", "0,1",
+                                   "--batch-size", "64", "--shards", "2", *LOCAL])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "InjectedFault: injected always fault in write of shard 0" in res.output.strip().splitlines()[-1]
+    assert not (out / "manifest.json").exists()
+    assert not (out / "parquet").exists() and not (out / "tfrecord").exists()
+
+
 def test_permanent_failure_publishes_nothing_and_a_rerun_succeeds(tmp_path, clean, monkeypatch):
     out = tmp_path / "o"
     args = ["generate", "--out", str(out), "--per-class", "100", "--classes", "0,1,2", "--batch-size", "64",
