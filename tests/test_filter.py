@@ -143,3 +143,17 @@ def test_filtered_records_do_not_depend_on_shards_or_workers(filtered_job, tmp_p
     assert again["dataset_digest"] == m["dataset_digest"]
     assert again["filter"]["per_class"] == m["filter"]["per_class"]
     assert again["fingerprint"] == m["fingerprint"]
+
+
+def test_cli_filter_prints_the_acceptance(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    res = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path / "o"), "--per-class", "30", "--classes", "3",
+                                   "--batch-size", "32", "--filter-classifier", "bundled", *LOCAL])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["filter"]["min_confidence"] == 0.9  # the default threshold
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("filter"))
+    assert f"{m['filter']['acceptance']:.1%} of {m['filter']['drawn']:,} decoded candidates passed" in line
