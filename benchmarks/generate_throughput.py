@@ -7,7 +7,7 @@ In one run on one machine, each part in a fresh process:
 
 (a) ceiling: the bundled decoder called directly through a fixed-signature tf.function on large batches, no Beam,
     no I/O (best of a few batch sizes, with and without XLA).
-(b) `vae-augment generate` end to end through the local runner, both formats, the classgauss sampler, timed from
+(b) `vae-augment generate` end to end through the local runner, both formats, the default sampler, timed from
     process start to manifest written (the CLI as a subprocess); also its steady-state rate (from the per-worker
     progress lines, between 10% and 90% of the records) and the manifest's pipeline time. Peak RSS is the largest
     process of the CLI's tree (getrusage RUSAGE_CHILDREN in a wrapper process) and, sampled from /proc, the sum
@@ -46,14 +46,16 @@ def _quiet_tf():
 
 
 def _latents(n: int, seed: int = 0):
-    """n classgauss latent codes, 1/10 per class, as the generate job draws them."""
+    """n latent codes of the default sampler, 1/10 per class, as the generate job draws them."""
     import numpy as np
 
     from pipeline.samplers import build_sampler
     from vae_model.model_dir import ModelDir
 
     md = ModelDir.open(None)
-    sampler = build_sampler("classgauss", md.latent_dim, False, md.stats(), 1.0)
+    from pipeline.generate import DEFAULT_SAMPLER, default_spread
+
+    sampler = build_sampler(DEFAULT_SAMPLER, md.latent_dim, False, md.stats(), default_spread(DEFAULT_SAMPLER))
     per = -(-n // 10)
     z = np.concatenate([sampler.sample(np.random.default_rng([seed, c]), c, per) for c in range(10)])
     return md, z[:n]
@@ -184,7 +186,7 @@ def _steady_rate(events, total) -> float | None:
 def part_generate(args) -> dict:
     """Runs the CLI as a child of this (fresh) process, so RUSAGE_CHILDREN covers exactly its process tree."""
     out = os.path.join(args.out, f"generate-{args.n}")
-    cmd = [_cli(), "generate", "--num", str(args.n), "--sampler", "classgauss", "--formats", "parquet,tfrecord",
+    cmd = [_cli(), "generate", "--num", str(args.n), "--formats", "parquet,tfrecord",
            "--out", out, "--overwrite", *args.generate_args.split()]
     peak_tree = [0]
     events = []

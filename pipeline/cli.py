@@ -92,10 +92,12 @@ def _positive(ctx, param, value):
 @click.option("--num", type=int, default=None, help="Total records, spread over the classes as evenly as possible.")
 @click.option("--per-class", type=int, default=None, help="Exactly this many records for each class in --classes.")
 @click.option("--sampler", type=click.Choice(["prior", "centroid", "classgauss", "posterior", "gmm", "conditional"]),
-              default="classgauss", show_default=True, help="How latent codes are drawn.")
+              default="posterior", show_default=True, help="How latent codes are drawn (see the README's "
+                                                           "sampler comparison).")
 @click.option("--classes", callback=_int_list, default=None, help="Comma-separated classes (default: all).")
-@click.option("--spread", type=float, default=1.0, show_default=True, callback=_positive,
-              help="Scale of the noise around the class centre / prior.")
+@click.option("--spread", type=float, default=None, callback=_positive,
+              help="Scale of the noise around the class centre / example / prior; default 1.25 for posterior, "
+                   "1.0 for the others.")
 @click.option("--labeled-data", default=None, help="Compute class statistics from this source inside the job "
                                                     "(e.g. mnist, csv:FILE) instead of the model directory's.")
 @click.option("--stats", "stats_path", default=None, help="Class statistics file from `vae-augment stats`.")

@@ -72,7 +72,9 @@ def test_readers_return_exactly_what_the_decoder_makes(tmp_path, bundled):
     from vae_model.inference import BatchDecoder
     out = tmp_path / "o"
     m = generate(out, per_class=70, classes=[2, 5], seed=11, shards=2)
-    sampler = build_sampler("classgauss", bundled.latent_dim, False, bundled.stats(), 1.0)
+    from pipeline.generate import DEFAULT_SAMPLER, default_spread
+    assert m["sampler"] == DEFAULT_SAMPLER and m["config"]["spread"] == default_spread(DEFAULT_SAMPLER)
+    sampler = build_sampler(DEFAULT_SAMPLER, bundled.latent_dim, False, bundled.stats(), default_spread(DEFAULT_SAMPLER))
     dec = BatchDecoder(bundled.decoder, 64)
     want = {}
     for u in plan_units({2: 70, 5: 70}, 64):
