@@ -91,15 +91,17 @@ def main(argv=None):
     ap.add_argument("--budget", choices=["real-exposure", "fixed"], default="real-exposure",
                     help="B's optimizer steps: steps / real_weight, so B sees each real image as often as A does "
                          "(real-exposure), or the same steps as A (fixed)")
+    ap.add_argument("--spreads", default="1.0", help="spreads tried in tuning (comma-separated)")
+    ap.add_argument("--real-weights", default="0.75,0.5", help="shares of real images in B's stream tried in tuning")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="out/low_data.json")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     grid = {
         "sampler": ["classgauss", "posterior"],  # the two best by CAS in benchmarks/sampler_grid.py
-        "spread": [1.0],
+        "spread": [float(x) for x in args.spreads.split(",")],
         "min_confidence": [None, 0.9],
-        "real_weight": [0.75, 0.5],
+        "real_weight": [float(x) for x in args.real_weights.split(",")],
     }
     if args.quick:
         seeds, args.steps, args.per_class = seeds[:1], 300, 200
