@@ -91,6 +91,9 @@ def main(argv=None):
     ap.add_argument("--budget", choices=["real-exposure", "fixed"], default="real-exposure",
                     help="B's optimizer steps: steps / real_weight, so B sees each real image as often as A does "
                          "(real-exposure), or the same steps as A (fixed)")
+    ap.add_argument("--samplers", default="classgauss,posterior",
+                    help="samplers tried in tuning; 'prior' means prior samples labeled by the filter classifier")
+    ap.add_argument("--min-confidences", default="none,0.9", help="filter thresholds tried ('none' = no filter)")
     ap.add_argument("--spreads", default="1.0", help="spreads tried in tuning (comma-separated)")
     ap.add_argument("--real-weights", default="0.75,0.5", help="shares of real images in B's stream tried in tuning")
     ap.add_argument("--quick", action="store_true")
@@ -98,9 +101,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     grid = {
-        "sampler": ["classgauss", "posterior"],  # the two best by CAS in benchmarks/sampler_grid.py
+        "sampler": args.samplers.split(","),  # default: the two best by CAS in benchmarks/sampler_grid.py
         "spread": [float(x) for x in args.spreads.split(",")],
-        "min_confidence": [None, 0.9],
+        "min_confidence": [None if x == "none" else float(x) for x in args.min_confidences.split(",")],
         "real_weight": [float(x) for x in args.real_weights.split(",")],
     }
     if args.quick:
@@ -148,6 +151,8 @@ def main(argv=None):
             results["A_val_tuning"] = a_val  # tune on seed 0's validation split only
             scored = []
             for sampler, spread, mc, w in itertools.product(*grid.values()):
+                if sampler == "prior" and mc is None:
+                    continue  # prior samples are labeled only through the filter
                 out, m = synth(seed, sampler, spread, mc, tune_stats, clf_dir)
                 _, v = fit_b(real, out, w, seed, val)
                 row = {"sampler": sampler, "spread": spread, "min_confidence": mc, "real_weight": w, "val": v,

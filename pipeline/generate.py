@@ -90,10 +90,14 @@ def _validate(job: GenerateJob, md: ModelDir) -> dict[int, int]:
         raise UsageError(f"--formats {','.join(job.formats)!r}: each must be one of {', '.join(FORMATS)}")
     if job.min_confidence is not None and not job.filtered:
         raise UsageError("--min-confidence needs --filter-classifier DIR (or --filter-classifier bundled)")
-    if job.sampler == "prior":
+    if job.sampler == "prior" and not job.filtered:
         if job.per_class is not None or job.classes:
-            raise UsageError("--sampler prior draws unlabeled records: use --num N without --classes")
+            raise UsageError("--sampler prior draws unlabeled records: use --num N without --classes, or add "
+                             "--filter-classifier to label prior samples by the classifier")
         return {-1: n}
+    # With a filter, prior samples of unit class c are kept only where the classifier says c with p >= P:
+    # labels come from the classifier, and the whole latent space (hence all the data the VAE saw, labeled
+    # or not) is used, not only the neighbourhoods of the labeled examples.
     classes = job.classes or list(range(md.num_classes))
     outside = [c for c in classes if not 0 <= c < md.num_classes]
     if outside:

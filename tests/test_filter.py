@@ -157,3 +157,18 @@ def test_cli_filter_prints_the_acceptance(tmp_path):
     assert m["filter"]["min_confidence"] == 0.9  # the default threshold
     line = next(ln for ln in res.output.splitlines() if ln.startswith("filter"))
     assert f"{m['filter']['acceptance']:.1%} of {m['filter']['drawn']:,} decoded candidates passed" in line
+
+
+def test_prior_samples_labeled_by_the_classifier(tmp_path):
+    """--sampler prior with a filter: unit class c keeps prior samples the classifier calls c (p >= P)."""
+    from vae_model.classifier import load_classifier
+
+    out = tmp_path / "o"
+    m = run_job(GenerateJob(out=str(out), per_class=40, classes=[0, 7], sampler="prior", batch_size=64,
+                            filter_classifier="bundled", min_confidence=0.9, formats=["parquet"]), LOCAL)
+    assert m["per_class"] == {"0": 40, "7": 40}
+    images, labels = load_parquet(str(out))
+    probs = load_classifier(None).probabilities(images)
+    assert (probs.argmax(axis=1) == labels).all() and (probs.max(axis=1) >= 0.9).all()
+    # the prior is not class-conditional: most candidates are other digits
+    assert all(v["acceptance"] < 0.5 for v in m["filter"]["per_class"].values())
