@@ -126,7 +126,8 @@ def main(argv=None):
         out = os.path.join(work, f"s{seed}-{sampler}-{spread}-{min_conf}")
         job = GenerateJob(out=out, model=md.path, per_class=args.per_class, sampler=sampler, spread=spread,
                           stats=stats_path, seed=seed, formats=["tfrecord"], overwrite=True,
-                          filter_classifier=clf_dir if min_conf else None, min_confidence=min_conf)
+                          filter_classifier=clf_dir if min_conf else None, min_confidence=min_conf,
+                          max_filter_rounds=400)  # the prior arm: each class is ~1/10 of the prior
         return out, run_job(job, LOCAL)
 
     results = {"grid": [], "final": [], "config": vars(args), "vae": md.meta["metrics"].get("test")}

@@ -119,6 +119,9 @@ def _positive(ctx, param, value):
                    "their label with probability >= --min-confidence; each class is topped back up to its count.")
 @click.option("--min-confidence", type=float, default=None,
               help="Threshold for --filter-classifier, in (0, 1]; default 0.9.")
+@click.option("--max-filter-rounds", type=int, default=40, show_default=True,
+              help="With --filter-classifier: rounds of candidates a work unit may decode before the job fails "
+                   "(raise it for --sampler prior, where each class is a small share of the samples).")
 @click.option("--overwrite", is_flag=True, help="Replace another job's output in --out.")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
 def generate(beam_args, **kw):
@@ -129,7 +132,7 @@ def generate(beam_args, **kw):
     """
     from pipeline.generate import GenerateJob, run_job
 
-    for name in ("num", "per_class", "batch_size", "shards", "workers"):
+    for name in ("num", "per_class", "batch_size", "shards", "workers", "max_filter_rounds"):
         if kw[name] is not None and kw[name] <= 0:
             raise click.BadParameter(f"must be > 0, got {kw[name]}", param_hint=f"--{name.replace('_', '-')}")
     mc = kw["min_confidence"]
@@ -147,7 +150,8 @@ def generate(beam_args, **kw):
                       labeled_data=kw["labeled_data"], stats=kw["stats_path"], gmm_components=kw["gmm_components"],
                       seed=kw["seed"], formats=kw["formats"], shards=kw["shards"], batch_size=kw["batch_size"],
                       runner=kw["runner"], workers=kw["workers"], gpu=kw["gpu"], overwrite=kw["overwrite"],
-                      filter_classifier=kw["filter_classifier"], min_confidence=mc)
+                      filter_classifier=kw["filter_classifier"], min_confidence=mc,
+                      max_filter_rounds=kw["max_filter_rounds"])
     m = run_job(job, list(beam_args))
     if m.get("dry_run"):
         click.echo("Dataflow job built (dry run); nothing submitted")

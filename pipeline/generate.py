@@ -17,7 +17,8 @@ from pipeline.class_stats import ComputeClassStats
 from pipeline.runners import make_runner, runner_description
 from pipeline.samplers import NEEDS_STATS, build_sampler
 from pipeline.sinks import WriteParquetShards, WriteTFRecordShards
-from pipeline.transforms import GenerateShards, SummarizeRecords, plan_shard_tasks, plan_units, spread_evenly
+from pipeline.transforms import (MAX_FILTER_ROUNDS, GenerateShards, SummarizeRecords, plan_shard_tasks, plan_units,
+                                 spread_evenly)
 from vae_model import provenance
 from vae_model.errors import UsageError
 from vae_model.model_dir import ModelDir
@@ -59,6 +60,7 @@ class GenerateJob:
     overwrite: bool = False
     filter_classifier: str | None = None  # classifier directory, or "bundled"; None = no filter
     min_confidence: float | None = None  # default DEFAULT_MIN_CONFIDENCE when filtering
+    max_filter_rounds: int = MAX_FILTER_ROUNDS
 
     @property
     def filtered(self) -> bool:
@@ -88,6 +90,8 @@ def _validate(job: GenerateJob, md: ModelDir) -> dict[int, int]:
     bad = [f for f in job.formats if f not in FORMATS]
     if bad or not job.formats:
         raise UsageError(f"--formats {','.join(job.formats)!r}: each must be one of {', '.join(FORMATS)}")
+    if job.max_filter_rounds <= 0:
+        raise UsageError(f"--max-filter-rounds must be > 0, got {job.max_filter_rounds}")
     if job.min_confidence is not None and not job.filtered:
         raise UsageError("--min-confidence needs --filter-classifier DIR (or --filter-classifier bundled)")
     if job.sampler == "prior" and not job.filtered:
@@ -160,8 +164,8 @@ def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, counts: dict[int, in
         | "CreateShardTasks" >> beam.Create(plan_shard_tasks(units, shards), reshuffle=False)
         | "ShuffleShardTasks" >> beam.Reshuffle()
         | "DecodeLatents" >> GenerateShards(sampler, job.seed, md.path, job.batch_size, md.model_id, job.sampler,
-                                            job.batch_size, total, record_filter=record_filter
-                                            ).with_resource_hints(**hints)
+                                            job.batch_size, total, record_filter=record_filter,
+                                            max_rounds=job.max_filter_rounds).with_resource_hints(**hints)
     )
     stats_dir = outdir.shard_stats_dir(job.out)
     if "parquet" in job.formats:

@@ -161,8 +161,8 @@ class FilterStarved(RuntimeError):
     """Too few candidates pass the classifier filter to fill a work unit within MAX_FILTER_ROUNDS rounds."""
 
 
-# Rounds of `count` candidates a filtered work unit may decode: enough for a 5% acceptance rate (expected rounds
-# 1/rate), and a bound on the cost of a threshold set too high.
+# Default rounds of `count` candidates a filtered work unit may decode: enough for a 5% acceptance rate (expected
+# rounds 1/rate), and a bound on the cost of a threshold set too high.
 MAX_FILTER_ROUNDS = 40
 
 
@@ -309,7 +309,8 @@ class _GenerateShardFn(_DecodeFn):
             raise FilterStarved(
                 f"work unit {unit.unit_id} ({where}): only {passed:,} of {drawn:,} decoded candidates "
                 f"({passed / drawn:.2%}) pass the classifier filter at --min-confidence {self._filter.min_confidence}; "
-                f"lower --min-confidence, lower --spread, or use a better model or sampler")
+                f"lower --min-confidence, raise --max-filter-rounds (now {self._max_rounds}), or use a better "
+                f"model or sampler")
         ids = unit.unit_id * self._capacity + np.arange(unit.count, dtype=np.int64)
         batch = RecordBatch(ids, labels, np.concatenate(kept_img), np.concatenate(kept_z), self._sampler_name,
                             self._model_id, self._seed, drawn=drawn, passed=passed)

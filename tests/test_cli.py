@@ -59,6 +59,8 @@ def test_train_writes_a_model_dir(tmp_path):
      ["--min-confidence", "(0, 1]"]),
     (["generate", "--out", "X", "--per-class", "5", "--min-confidence", "0.9"], 2,
      ["--min-confidence", "needs --filter-classifier"]),
+    (["generate", "--out", "X", "--per-class", "5", "--filter-classifier", "bundled", "--max-filter-rounds", "0"], 2,
+     ["--max-filter-rounds"]),
     (["generate", "--out", "X", "--per-class", "5", "--filter-classifier", "/no/such/clf"], 1,
      ["/no/such/clf", "train-classifier"]),
     (["verify", "/no/such/out"], 1, ["manifest.json"]),

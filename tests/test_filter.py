@@ -79,7 +79,8 @@ def test_a_filter_nothing_passes_fails_the_unit_with_the_acceptance_rate(bundled
     sampler = build_sampler("classgauss", bundled.latent_dim, False, bundled.stats(), spread=1.0)
     options = PipelineOptions(LOCAL)
     with pytest.raises(Exception, match=r"work unit 0 \(class 4\): only 0 of 48 decoded candidates \(0.00%\) pass "
-                                        r"the classifier filter at --min-confidence 0.5; lower --min-confidence"):
+                                        r"the classifier filter at --min-confidence 0.5; lower --min-confidence, "
+                                        r"raise --max-filter-rounds \(now 3\)"):
         with TestPipeline(runner=make_runner(options), options=options) as p:
             _ = p | beam.Create(plan_shard_tasks(plan_units({4: 16}, 16), 1)) | GenerateShards(
                 sampler, 0, bundled.path, 16, bundled.model_id, "classgauss", 16, 16, record_filter=RejectAll(),
