@@ -114,13 +114,16 @@ def main(argv=None):
     md = ensure_vae(args.vae)
     cfg = load_classifier_config(None, [f"train.max_steps={args.steps}", "train.epochs=10", "train.batch_size=64"])
     work = tempfile.mkdtemp(prefix="lowdata-")
-    rows_for_steps = args.steps * 64 // 10  # one "epoch" = steps/10, so max_steps is what runs
+    def rows_for(steps):
+        return steps * 64 // 10  # one "epoch" = steps/10 batches of 64, so max_steps is what runs
+
+    rows_for_steps = rows_for(args.steps)
 
     def fit_b(real, out, w, seed, val):
         """B on real + synthetic; with budget real-exposure it runs steps / w, so its real images are seen as
         often as A's (with a fixed budget, mixing in synthetic data also means less training on real data)."""
         steps = args.steps if args.budget == "fixed" else int(round(args.steps / w))
-        return fit(mixed_stream(real, out, w), steps * 64 // 10, cfg.replace_train(seed=seed, max_steps=steps), val)
+        return fit(mixed_stream(real, out, w), rows_for(steps), cfg.replace_train(seed=seed, max_steps=steps), val)
 
     def synth(seed, sampler, spread, min_conf, stats_path, clf_dir):
         out = os.path.join(work, f"s{seed}-{sampler}-{spread}-{min_conf}")

@@ -135,13 +135,6 @@ def generate(beam_args, **kw):
     for name in ("num", "per_class", "batch_size", "shards", "workers", "max_filter_rounds"):
         if kw[name] is not None and kw[name] <= 0:
             raise click.BadParameter(f"must be > 0, got {kw[name]}", param_hint=f"--{name.replace('_', '-')}")
-    mc = kw["min_confidence"]
-    if mc is not None and not (0.0 < mc <= 1.0):
-        raise click.BadParameter(f"must be in (0, 1], got {mc}; e.g. 0.9 keeps records the classifier gives >= 90% "
-                                 "to their label", param_hint="--min-confidence")
-    if mc is not None and kw["filter_classifier"] is None:
-        raise click.BadParameter("needs --filter-classifier CLF_DIR (or --filter-classifier bundled)",
-                                 param_hint="--min-confidence")
     bad = [a for a in beam_args if not a.startswith("--")]
     if bad:
         raise click.UsageError(f"unexpected argument {bad[0]!r}; Beam options look like --name=value")
@@ -150,7 +143,7 @@ def generate(beam_args, **kw):
                       labeled_data=kw["labeled_data"], stats=kw["stats_path"], gmm_components=kw["gmm_components"],
                       seed=kw["seed"], formats=kw["formats"], shards=kw["shards"], batch_size=kw["batch_size"],
                       runner=kw["runner"], workers=kw["workers"], gpu=kw["gpu"], overwrite=kw["overwrite"],
-                      filter_classifier=kw["filter_classifier"], min_confidence=mc,
+                      filter_classifier=kw["filter_classifier"], min_confidence=kw["min_confidence"],
                       max_filter_rounds=kw["max_filter_rounds"])
     m = run_job(job, list(beam_args))
     if m.get("dry_run"):

@@ -18,6 +18,9 @@ from apache_beam.utils import shared
 from vae_model.errors import DataError, ModelError, UsageError
 
 
+DEFAULT_MIN_CONFIDENCE = 0.9
+
+
 class _ClassifierHandle:
     """Weak-referenceable holder so `Shared` can cache one classifier per process."""
 
@@ -26,7 +29,8 @@ class _ClassifierHandle:
 
 
 class ClassifierFilter:
-    def __init__(self, classifier_dir: str | None = None, min_confidence: float = 0.9, batch_size: int = 1024):
+    def __init__(self, classifier_dir: str | None = None, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 batch_size: int = 1024):
         if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not (
                 math.isfinite(min_confidence) and 0.0 < min_confidence <= 1.0):
             raise UsageError(f"--min-confidence must be in (0, 1], got {min_confidence!r}; e.g. 0.9 keeps records "

@@ -14,18 +14,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import outdir
 from pipeline.class_stats import ComputeClassStats
+from pipeline.filtering import DEFAULT_MIN_CONFIDENCE, ClassifierFilter
 from pipeline.runners import make_runner, runner_description
 from pipeline.samplers import NEEDS_STATS, build_sampler
 from pipeline.sinks import WriteParquetShards, WriteTFRecordShards
 from pipeline.transforms import (MAX_FILTER_ROUNDS, GenerateShards, SummarizeRecords, plan_shard_tasks, plan_units,
                                  spread_evenly)
 from vae_model import provenance
+from vae_model.classifier import CLASSIFIER
 from vae_model.errors import UsageError
 from vae_model.model_dir import ModelDir
 
 _LOG = logging.getLogger(__name__)
 FORMATS = ("parquet", "tfrecord")
-DEFAULT_MIN_CONFIDENCE = 0.9
 # Chosen by benchmarks/sampler_grid.py on the bundled model (README, "Choosing the sampler"): posterior at 1.25 has
 # the best CAS with label fidelity >= 95%.
 DEFAULT_SAMPLER = "posterior"
@@ -133,18 +134,15 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
     return PipelineOptions(args)
 
 
-def _record_filter(job: GenerateJob, md: ModelDir):
-    """The job's ClassifierFilter (checked against the model on the driver), or None."""
+def _record_filter(job: GenerateJob, md: ModelDir) -> tuple[ClassifierFilter | None, dict | None]:
+    """The job's ClassifierFilter, checked against the model on the driver, and its classifier.json; or None, None."""
     if not job.filtered:
-        return None
-    from pipeline.filtering import ClassifierFilter
-
+        return None, None
     if job.min_confidence is None:
         job.min_confidence = DEFAULT_MIN_CONFIDENCE
     clf_dir = None if job.filter_classifier == "bundled" else job.filter_classifier
     record_filter = ClassifierFilter(clf_dir, job.min_confidence)
-    record_filter.check(md.num_classes, md.image_shape)
-    return record_filter
+    return record_filter, record_filter.check(md.num_classes, md.image_shape)
 
 
 def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, counts: dict[int, int], sampler, stats_pcoll=None,
@@ -209,9 +207,9 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
             raise UsageError(f"--classes {missing[0]}: the class statistics have no examples of class "
                              f"{missing[0]}; pick from {known}")
     md.decoder  # fail here, with a clear message, rather than inside a worker
-    record_filter = _record_filter(job, md)
-    clf_meta = record_filter.check() if record_filter else None
-    fingerprint = job.record_fingerprint(md.model_id, clf_meta["sha256"]["classifier.keras"] if clf_meta else None)
+    record_filter, clf_meta = _record_filter(job, md)
+    clf_sha256 = clf_meta["sha256"][CLASSIFIER] if clf_meta else None
+    fingerprint = job.record_fingerprint(md.model_id, clf_sha256)
     dry_run = job.runner == "DataflowRunner" and any(a in ("--dry_run", "--dry_run=True") for a in beam_args)
     if not dry_run:
         outdir.prepare(job.out, fingerprint, job.overwrite)
@@ -251,7 +249,7 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
             "elapsed_seconds": round(time.time() - t0, 3),
             "pipeline_seconds": round(elapsed, 3),
             **({"filter": {"classifier_dir": job.filter_classifier, "min_confidence": job.min_confidence,
-                           "classifier_sha256": clf_meta["sha256"]["classifier.keras"],
+                           "classifier_sha256": clf_sha256,
                            "classifier_id": clf_meta.get("classifier_id"),
                            "classifier_test_accuracy": clf_meta.get("metrics", {}).get("test", {}).get("accuracy")}}
                if clf_meta else {}),

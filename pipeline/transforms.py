@@ -7,6 +7,7 @@ process (`DoFn.setup` + `Shared`) and called through a fixed-signature `tf.funct
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import os
@@ -288,19 +289,16 @@ class _GenerateShardFn(_DecodeFn):
         generator, until `unit.count` pass; keep the first that pass, in draw order. Round 0 is exactly the
         unfiltered draw, and the result depends only on (seed, unit), never on workers, threads or retries."""
         rng = np.random.default_rng([self._seed, unit.unit_id])
-        labels = np.full(unit.count, unit.label, np.int64)
         kept_z, kept_img, got, drawn, passed, bad = [], [], 0, 0, 0, 0
         for _ in range(self._max_rounds):
-            z = self._sampler.sample(rng, unit.label, unit.count)
-            faults.maybe_fail("decode", unit.unit_id)
-            images, nonfinite = self._handle.decoder(z, labels)
+            candidates, nonfinite = self._decode_raw(unit, self._sampler.sample(rng, unit.label, unit.count))
             bad += nonfinite
-            mask, _ = self._filter.accept(images, labels)
+            mask, _ = self._filter.accept(candidates.images, candidates.labels)
             drawn += unit.count
             passed += int(mask.sum())
             take = np.flatnonzero(mask)[: unit.count - got]
-            kept_z.append(z[take])
-            kept_img.append(images[take])
+            kept_z.append(candidates.latents[take])
+            kept_img.append(candidates.images[take])
             got += len(take)
             if got == unit.count:
                 break
@@ -311,9 +309,8 @@ class _GenerateShardFn(_DecodeFn):
                 f"({passed / drawn:.2%}) pass the classifier filter at --min-confidence {self._filter.min_confidence}; "
                 f"lower --min-confidence, raise --max-filter-rounds (now {self._max_rounds}), or use a better "
                 f"model or sampler")
-        ids = unit.unit_id * self._capacity + np.arange(unit.count, dtype=np.int64)
-        batch = RecordBatch(ids, labels, np.concatenate(kept_img), np.concatenate(kept_z), self._sampler_name,
-                            self._model_id, self._seed, drawn=drawn, passed=passed)
+        batch = dataclasses.replace(candidates, images=np.concatenate(kept_img), latents=np.concatenate(kept_z),
+                                    drawn=drawn, passed=passed)
         return batch, bad
 
     def _empty(self) -> RecordBatch:
