@@ -13,7 +13,18 @@ per class?
   so it sees each real image as often as A, or --steps too (--budget fixed).
 - Final, every seed: A on all 1,000 real images, B(best) on the 1,000 + synthetic; test accuracy mean ± std.
 
-    python benchmarks/low_data.py                 # full run (~20 min on 2 cores)
+Two methods:
+
+- ``--method direct``: class statistics of the labeled images only; synthetic digits around them.
+- ``--method pseudo-label`` (the default): rounds of `vae-augment pseudo-label` -> `stats` -> `generate` ->
+  `train-classifier --synthetic`. Round r's classifier (A for round 1) labels the 59,000 unlabeled training
+  images, its probabilities averaged over 10 latent neighbours in the VAE, and the confident ones join the
+  class statistics and the posterior sampler's pool; B_r trains on the real images plus the shards. The
+  real-share, the filter and the number of rounds are tuned on seed 0's validation split; during tuning the 200
+  validation images are left out of the unlabeled pool too, so no record is made from them.
+
+    python benchmarks/low_data.py                 # pseudo-label rounds (~35 min on 2 cores)
+    python benchmarks/low_data.py --method direct # labeled statistics only (~20 min)
     python benchmarks/low_data.py --quick         # small grid, 1 seed, for a smoke test
 """
 from __future__ import annotations
@@ -36,12 +47,13 @@ quiet_libraries()
 import tensorflow as tf  # noqa: E402
 
 from pipeline.class_stats import ComputeClassStats  # noqa: E402
-from pipeline.generate import GenerateJob, run_job  # noqa: E402
+from pipeline.generate import GenerateJob, default_spread, run_job  # noqa: E402
 from pipeline.readers import tfrecord_dataset  # noqa: E402
-from vae_model.classifier import (Classifier, load_classifier_config, train_classifier,  # noqa: E402
-                                  train_on_dataset)
+from vae_model.classifier import (Classifier, load_classifier, load_classifier_config,  # noqa: E402
+                                  train_classifier, train_on_dataset)
 from vae_model.data import load_source  # noqa: E402
 from vae_model.model_dir import ModelDir  # noqa: E402
+from vae_model.pseudo_label import make_pseudo_labeled_source  # noqa: E402
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 SOURCE = "mnist?labeled_per_class=100"
@@ -66,6 +78,117 @@ def labeled_split(seed: int, val_per_class: int = 20):
     mask = np.zeros(len(lab), bool)
     mask[val_idx] = True
     return (lab.images[~mask], lab.labels[~mask]), (lab.images[mask], lab.labels[mask]), splits.test
+
+
+def unlabeled_pool(seed: int):
+    """The training images outside the 1,000 labeled ones (labels unused), and their true labels (scored only)."""
+    semi = load_source(SOURCE, seed=seed).train
+    rows = np.flatnonzero(semi.labels < 0)
+    return semi.images[rows], load_source("mnist").train.labels[rows]
+
+
+class PseudoLabelRounds:
+    """Rounds of `pseudo-label` -> `stats --pool-per-class` -> `generate` -> `train-classifier --synthetic`,
+    through the same library calls the CLI makes. Round r's labeler is B_{r-1} (A for round 1)."""
+
+    def __init__(self, md, work, seed, real, test, unlabeled, truth, cfg, per_class, spread, pool_per_class):
+        self.md, self.work, self.seed, self.cfg = md, work, seed, cfg
+        self.real, self.test, self.per_class, self.spread, self.pool = real, test, per_class, spread, pool_per_class
+        self.truth = truth
+        n = len(unlabeled)
+        self.base = os.path.join(work, f"base{seed}-{len(real[0])}.npz")  # the labeled rows first, then unlabeled
+        np.savez(self.base, x_train=np.concatenate([real[0], unlabeled]),
+                 y_train=np.concatenate([real[1], np.full(n, -1)]), x_test=test.images, y_test=test.labels)
+
+    def classifier(self, name, synthetic=None, real_share=0.5):
+        out = os.path.join(self.work, name)
+        data = (self.real[0], self.real[1], self.test.images, self.test.labels)
+        extra = {} if synthetic is None else {"synthetic": tfrecord_dataset(synthetic), "real_share": real_share}
+        train_classifier(data, out, self.cfg.replace_train(seed=self.seed), **extra)
+        return out
+
+    def round(self, tag, labeler, min_conf, real_share):
+        pl = os.path.join(self.work, f"{tag}-pl.npz")
+        meta = make_pseudo_labeled_source(f"npz:{self.base}", labeler, pl, self.md.path)
+        z = np.load(pl)
+        k = len(self.real[0])
+        pseudo = z["pseudo"][k:]
+        acc = float((z["y_train"][k:][pseudo] == self.truth[pseudo]).mean())
+        stats = os.path.join(self.work, f"{tag}-stats.npz")
+        ComputeClassStats.run_local(self.md, f"npz:{pl}", self.seed, LOCAL, out_path=stats,
+                                    pool_per_class=self.pool)
+        out = os.path.join(self.work, f"{tag}-gen")
+        job = GenerateJob(out=out, model=self.md.path, per_class=self.per_class, sampler="posterior",
+                          spread=self.spread, stats=stats, seed=self.seed, formats=["tfrecord"], overwrite=True,
+                          filter_classifier=labeler if min_conf else None, min_confidence=min_conf)
+        m = run_job(job, LOCAL)
+        clf = self.classifier(f"{tag}-B", out, real_share)
+        info = {"pseudo_labels": meta["pseudo_labels"], "pseudo_label_accuracy": acc,
+                "acceptance": m.get("filter", {}).get("acceptance")}
+        return clf, info
+
+
+def pseudo_label_experiment(args, seeds, md, work):
+    """Tune (real share, filter, rounds) on seed 0's validation split, then run every seed to the test set."""
+    # epochs so that A on the 1,000 runs about --steps steps; B's epochs are passes over the same real images
+    cfg = load_classifier_config(None, [f"train.epochs={max(1, round(args.steps * 64 / 1000))}",
+                                        "train.max_steps=0", "train.batch_size=64"])
+    spread = float(args.spreads.split(",")[0])
+    grid = [(float(w), None if mc == "none" else float(mc))
+            for w in args.real_weights.split(",") for mc in args.min_confidences.split(",")]
+    results = {"method": "pseudo-label", "grid": [], "final": [], "config": vars(args),
+               "vae": md.meta["metrics"].get("test")}
+
+    def rounds_for(seed, real, test, tag):
+        unl, truth = unlabeled_pool(seed)
+        os.makedirs(os.path.join(work, tag), exist_ok=True)
+        return PseudoLabelRounds(md, os.path.join(work, tag), seed, real, test, unl, truth, cfg, args.per_class,
+                                 spread, args.pool_per_class)
+
+    best = None
+    for seed in seeds:
+        real, val, test = labeled_split(seed)
+        if best is None:  # tuning: seed 0, 800 labeled images, validation on the other 200
+            rnd = rounds_for(seed, real, test, "tune")
+            a_dir = rnd.classifier("A")
+            a_val = load_classifier(a_dir).accuracy(*val)
+            results["A_val_tuning"] = a_val
+            print(f"seed {seed}: A (800 real) validation accuracy {a_val:.4f}", flush=True)
+            scored = []
+            for w, mc in grid:
+                clf, info = rnd.round(f"r1-{w}-{mc}", a_dir, mc, w)
+                row = {"round": 1, "real_weight": w, "min_confidence": mc,
+                       "val": load_classifier(clf).accuracy(*val), **info}
+                results["grid"].append(row)
+                scored.append((row["val"], row, clf))
+                print(f"  grid {row}", flush=True)
+            v_best, row, labeler = max(scored, key=lambda t: t[0])
+            best = {"real_weight": row["real_weight"], "min_confidence": row["min_confidence"], "spread": spread,
+                    "per_class": args.per_class, "rounds": 1}
+            for r in range(2, args.max_rounds + 1):  # more rounds while validation does not drop
+                clf, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"])
+                row = {"round": r, "real_weight": best["real_weight"], "min_confidence": best["min_confidence"],
+                       "val": load_classifier(clf).accuracy(*val), **info}
+                results["grid"].append(row)
+                print(f"  grid {row}", flush=True)
+                if row["val"] < v_best:
+                    break
+                best["rounds"], labeler, v_best = r, clf, row["val"]
+            print(f"best on validation: {best}", flush=True)
+        full = (np.concatenate([real[0], val[0]]), np.concatenate([real[1], val[1]]))
+        rnd = rounds_for(seed, full, test, f"seed{seed}")
+        labeler = rnd.classifier("A")
+        a_test = load_classifier(labeler).accuracy(test.images, test.labels)
+        per_round = []
+        for r in range(1, best["rounds"] + 1):
+            labeler, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"])
+            per_round.append({"round": r, "test": load_classifier(labeler).accuracy(test.images, test.labels),
+                              **info})
+            print(f"seed {seed}: round {per_round[-1]}", flush=True)
+        b_test = per_round[-1]["test"]
+        print(f"seed {seed}: final A test {a_test:.4f}, B test {b_test:.4f}", flush=True)
+        results["final"].append({"seed": seed, "A_test": a_test, "B_test": b_test, "rounds": per_round})
+    return results, best
 
 
 def mixed_stream(real, synthetic_dir, real_weight):
@@ -94,12 +217,22 @@ def main(argv=None):
     ap.add_argument("--samplers", default="classgauss,posterior",
                     help="samplers tried in tuning; 'prior' means prior samples labeled by the filter classifier")
     ap.add_argument("--min-confidences", default="none,0.9", help="filter thresholds tried ('none' = no filter)")
-    ap.add_argument("--spreads", default="1.0", help="spreads tried in tuning (comma-separated)")
+    ap.add_argument("--spreads", default=None,
+                    help="spreads tried in tuning (comma-separated; default 1.0); pseudo-label uses the first, default "
+                         "the posterior sampler's")
     ap.add_argument("--real-weights", default="0.75,0.5", help="shares of real images in B's stream tried in tuning")
+    ap.add_argument("--method", choices=["pseudo-label", "direct"], default="pseudo-label",
+                    help="pseudo-label: rounds of pseudo-labels over the unlabeled images (see above); direct: class "
+                         "statistics of the labeled images only")
+    ap.add_argument("--max-rounds", type=int, default=3, help="pseudo-label: most rounds tried in tuning")
+    ap.add_argument("--pool-per-class", type=int, default=10_000,
+                    help="pseudo-label: encodings per class in the posterior pool (all pseudo-labeled ones)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="out/low_data.json")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.spreads is None:
+        args.spreads = str(default_spread("posterior")) if args.method == "pseudo-label" else "1.0"
     grid = {
         "sampler": args.samplers.split(","),  # default: the two best by CAS in benchmarks/sampler_grid.py
         "spread": [float(x) for x in args.spreads.split(",")],
@@ -109,6 +242,7 @@ def main(argv=None):
     if args.quick:
         seeds, args.steps, args.per_class = seeds[:1], 300, 200
         grid = {"sampler": ["classgauss"], "spread": [1.0], "min_confidence": [None, 0.9], "real_weight": [0.5]}
+        args.real_weights, args.min_confidences, args.max_rounds = "0.5", "none", 1
 
     t0 = time.time()
     md = ensure_vae(args.vae)
@@ -133,51 +267,55 @@ def main(argv=None):
                           max_filter_rounds=400)  # the prior arm: each class is ~1/10 of the prior
         return out, run_job(job, LOCAL)
 
-    results = {"grid": [], "final": [], "config": vars(args), "vae": md.meta["metrics"].get("test")}
-    best = None
-    for seed in seeds:
-        real, val, test = labeled_split(seed)
-        # Class statistics (and the posterior sampler's pool of encoded examples) for tuning come from the 800
-        # tuning images only: built from all 1,000, posterior samples are perturbed copies of the validation
-        # images and validation accuracy reads 100%. The final runs use all 1,000.
-        tune_src = os.path.join(work, f"tune{seed}.npz")
-        np.savez(tune_src, x_train=real[0], y_train=real[1])
-        tune_stats = os.path.join(work, f"tune_stats{seed}.npz")
-        stats_path = os.path.join(work, f"stats{seed}.npz")
-        ComputeClassStats.run_local(md, SOURCE, seed, LOCAL, out_path=stats_path)
-        clf_dir = os.path.join(work, f"clfA{seed}")
-        # the filter: classifier A on the 800 tuning images (the test set only gets scored, never tuned on)
-        train_classifier((real[0], real[1], test.images, test.labels), clf_dir, cfg.replace_train(seed=seed))
-        if best is None:
-            ComputeClassStats.run_local(md, f"npz:{tune_src}", seed, LOCAL, out_path=tune_stats)
-            _, a_val = fit(mixed_stream(real, None, 1.0), rows_for_steps, cfg.replace_train(seed=seed), val)
-            print(f"seed {seed}: A (800 real) validation accuracy {a_val:.4f}", flush=True)
-            results["A_val_tuning"] = a_val  # tune on seed 0's validation split only
-            scored = []
-            for sampler, spread, mc, w in itertools.product(*grid.values()):
-                if sampler == "prior" and mc is None:
-                    continue  # prior samples are labeled only through the filter
-                out, m = synth(seed, sampler, spread, mc, tune_stats, clf_dir)
-                _, v = fit_b(real, out, w, seed, val)
-                row = {"sampler": sampler, "spread": spread, "min_confidence": mc, "real_weight": w, "val": v,
-                       "acceptance": m.get("filter", {}).get("acceptance")}
-                results["grid"].append(row)
-                scored.append((v, row))
-                print(f"  grid {row}", flush=True)
-            best = max(scored, key=lambda t: t[0])[1]
-            print(f"best on validation: {best}", flush=True)
-        # final classifiers see all 1,000 labeled images (the validation split only served tuning)
-        full = (np.concatenate([real[0], val[0]]), np.concatenate([real[1], val[1]]))
-        a_clf, a_val = fit(mixed_stream(full, None, 1.0), rows_for_steps, cfg.replace_train(seed=seed), val)
-        a_test = a_clf.accuracy(test.images, test.labels)
-        out, _ = synth(seed, best["sampler"], best["spread"], best["min_confidence"], stats_path, clf_dir)
-        b_clf, b_val = fit_b(full, out, best["real_weight"], seed, val)
-        b_test = b_clf.accuracy(test.images, test.labels)
-        print(f"seed {seed}: final A test {a_test:.4f}, B test {b_test:.4f}", flush=True)
-        results["final"].append({"seed": seed, "A_test": a_test, "B_test": b_test, "A_val": a_val, "B_val": b_val})
+    if args.method == "pseudo-label":
+        results, best = pseudo_label_experiment(args, seeds, md, work)
+    else:
+        results = {"grid": [], "final": [], "config": vars(args), "vae": md.meta["metrics"].get("test")}
+        best = None
+        for seed in seeds:
+            real, val, test = labeled_split(seed)
+            # Class statistics (and the posterior sampler's pool of encoded examples) for tuning come from the 800
+            # tuning images only: built from all 1,000, posterior samples are perturbed copies of the validation
+            # images and validation accuracy reads 100%. The final runs use all 1,000.
+            tune_src = os.path.join(work, f"tune{seed}.npz")
+            np.savez(tune_src, x_train=real[0], y_train=real[1])
+            tune_stats = os.path.join(work, f"tune_stats{seed}.npz")
+            stats_path = os.path.join(work, f"stats{seed}.npz")
+            ComputeClassStats.run_local(md, SOURCE, seed, LOCAL, out_path=stats_path)
+            clf_dir = os.path.join(work, f"clfA{seed}")
+            # the filter: classifier A on the 800 tuning images (the test set only gets scored, never tuned on)
+            train_classifier((real[0], real[1], test.images, test.labels), clf_dir, cfg.replace_train(seed=seed))
+            if best is None:
+                ComputeClassStats.run_local(md, f"npz:{tune_src}", seed, LOCAL, out_path=tune_stats)
+                _, a_val = fit(mixed_stream(real, None, 1.0), rows_for_steps, cfg.replace_train(seed=seed), val)
+                print(f"seed {seed}: A (800 real) validation accuracy {a_val:.4f}", flush=True)
+                results["A_val_tuning"] = a_val  # tune on seed 0's validation split only
+                scored = []
+                for sampler, spread, mc, w in itertools.product(*grid.values()):
+                    if sampler == "prior" and mc is None:
+                        continue  # prior samples are labeled only through the filter
+                    out, m = synth(seed, sampler, spread, mc, tune_stats, clf_dir)
+                    _, v = fit_b(real, out, w, seed, val)
+                    row = {"sampler": sampler, "spread": spread, "min_confidence": mc, "real_weight": w, "val": v,
+                           "acceptance": m.get("filter", {}).get("acceptance")}
+                    results["grid"].append(row)
+                    scored.append((v, row))
+                    print(f"  grid {row}", flush=True)
+                best = max(scored, key=lambda t: t[0])[1]
+                print(f"best on validation: {best}", flush=True)
+            # final classifiers see all 1,000 labeled images (the validation split only served tuning)
+            full = (np.concatenate([real[0], val[0]]), np.concatenate([real[1], val[1]]))
+            a_clf, a_val = fit(mixed_stream(full, None, 1.0), rows_for_steps, cfg.replace_train(seed=seed), val)
+            a_test = a_clf.accuracy(test.images, test.labels)
+            out, _ = synth(seed, best["sampler"], best["spread"], best["min_confidence"], stats_path, clf_dir)
+            b_clf, b_val = fit_b(full, out, best["real_weight"], seed, val)
+            b_test = b_clf.accuracy(test.images, test.labels)
+            print(f"seed {seed}: final A test {a_test:.4f}, B test {b_test:.4f}", flush=True)
+            results["final"].append({"seed": seed, "A_test": a_test, "B_test": b_test, "A_val": a_val, "B_val": b_val})
 
     a = np.array([r["A_test"] for r in results["final"]]) * 100
     b = np.array([r["B_test"] for r in results["final"]]) * 100
+    results.setdefault("config", vars(args))
     results["summary"] = {"A_mean": a.mean(), "A_std": a.std(ddof=1) if len(a) > 1 else 0.0,
                           "B_mean": b.mean(), "B_std": b.std(ddof=1) if len(b) > 1 else 0.0,
                           "lift_mean": (b - a).mean(), "best": best, "seconds": round(time.time() - t0)}

@@ -84,16 +84,18 @@ def _assemble(moments: dict, pools: dict) -> LatentStats:
 class ComputeClassStats(beam.PTransform):
     """PCollection of chunk indices -> one LatentStats."""
 
-    def __init__(self, model_path: str, source: str, seed: int, dim: int, label=None):
+    def __init__(self, model_path: str, source: str, seed: int, dim: int, label=None,
+                 pool_per_class: int = POSTERIOR_PER_CLASS):
         super().__init__(label)
         self._model_path, self._source, self._seed, self._dim = model_path, source, seed, dim
+        self._pool = pool_per_class
 
     def expand(self, chunks):
         enc = chunks | "EncodeChunks" >> beam.ParDo(
             _EncodeChunkFn(self._model_path, self._source, self._seed)).with_outputs("moments", "pool")
         moments = enc.moments | "CombineMoments" >> beam.CombinePerKey(_MomentsFn(self._dim))
         pools = enc.pool | "PoolPerClass" >> beam.combiners.Top.PerKey(
-            POSTERIOR_PER_CLASS, key=lambda t: t[0], reverse=True)
+            self._pool, key=lambda t: t[0], reverse=True)
         return (
             moments
             | "MomentsDict" >> beam.combiners.ToDict()
@@ -101,13 +103,19 @@ class ComputeClassStats(beam.PTransform):
         )
 
     @staticmethod
-    def run_local(md, source: str, seed: int, beam_args=(), out_path: str | None = None) -> LatentStats:
-        """Run the stats transform as its own small local Beam job and return (and optionally save) the result."""
+    def run_local(md, source: str, seed: int, beam_args=(), out_path: str | None = None,
+                  pool_per_class: int = POSTERIOR_PER_CLASS) -> LatentStats:
+        """Run the stats transform as its own small local Beam job and return (and optionally save) the result.
+
+        `pool_per_class`: encodings kept per class for the posterior and gmm samplers (a keyed-hash sample)."""
         from apache_beam.options.pipeline_options import PipelineOptions
 
         from pipeline.runners import make_runner
         from vae_model.data import load_source
-        from vae_model.errors import DataError
+        from vae_model.errors import DataError, UsageError
+
+        if not isinstance(pool_per_class, int) or pool_per_class < 1:
+            raise UsageError(f"--pool-per-class must be an integer >= 1, got {pool_per_class!r}")
 
         data = load_source(source, seed=seed).train.labeled  # validates the source before Beam starts
         if not len(data):
@@ -121,7 +129,8 @@ class ComputeClassStats(beam.PTransform):
                 (p
                  | "Chunks" >> beam.Create(list(range(n_chunks)))
                  | "Shuffle" >> beam.Reshuffle()
-                 | "ClassStats" >> ComputeClassStats(md.path, source, seed, md.latent_dim)
+                 | "ClassStats" >> ComputeClassStats(md.path, source, seed, md.latent_dim,
+                                                   pool_per_class=pool_per_class)
                  | "Save" >> beam.Map(_save, tmp))
             with open(tmp, "rb") as f:
                 blob = f.read()

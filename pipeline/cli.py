@@ -11,6 +11,9 @@ quiet_libraries(verbose=bool({"-v", "--verbose"} & set(sys.argv[1:2])))
 import click  # noqa: E402
 
 from vae_model.errors import UserError  # noqa: E402
+from vae_model.latent_stats import POSTERIOR_PER_CLASS  # noqa: E402
+from vae_model.pseudo_label import DEFAULT_MIN_CONFIDENCE as DEFAULT_PSEUDO_CONFIDENCE  # noqa: E402
+from vae_model.pseudo_label import DEFAULT_NEIGHBOURS  # noqa: E402
 
 
 class _Group(click.Group):
@@ -163,20 +166,54 @@ def generate(beam_args, **kw):
     click.echo(f"manifest: {job.out}/manifest.json (dataset_digest {m['dataset_digest'][:16]}...)")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--model", default=None, help="Model directory; default: the bundled MNIST model.")
 @click.option("--data", required=True, help="Labeled data source, e.g. mnist or csv:train.csv.")
 @click.option("--out", required=True, help="Statistics file to write (.npz).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the per-example pool selection.")
+@click.option("--pool-per-class", type=int, default=POSTERIOR_PER_CLASS, show_default=True,
+              help="Encodings kept per class for the posterior and gmm samplers; raise it for a large "
+                   "(e.g. pseudo-labeled) source so every example can anchor samples.")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-def stats(model, data, out, seed, beam_args):
+def stats(model, data, out, seed, pool_per_class, beam_args):
     """Encode labeled data with Beam and write per-class latent statistics."""
     from pipeline.class_stats import ComputeClassStats
     from vae_model.model_dir import ModelDir
 
     md = ModelDir.open(model)
-    s = ComputeClassStats.run_local(md, data, seed, list(beam_args), out_path=out)
-    click.echo(f"statistics of {int(s.counts.sum()):,} labeled images in {len(s.classes)} classes written to {out}")
+    s = ComputeClassStats.run_local(md, data, seed, list(beam_args), out_path=out, pool_per_class=pool_per_class)
+    click.echo(f"statistics of {int(s.counts.sum()):,} labeled images in {len(s.classes)} classes written to {out} "
+               f"(posterior pool: {len(s.post_labels):,} encodings)")
+
+
+
+
+@cli.command("pseudo-label")
+@click.option("--data", required=True,
+              help="Source with a few labels and many unlabeled rows, e.g. 'mnist?labeled_per_class=100'.")
+@click.option("--classifier", "classifier_dir", required=True,
+              help="Classifier directory (from train-classifier) trained on the labeled rows; 'bundled' = the "
+                   "bundled MNIST classifier.")
+@click.option("--model", default=None, help="Unconditional VAE directory trained on all the images, labeled or not; "
+                                            "default: the bundled MNIST model.")
+@click.option("--out", required=True, help="npz file to write: a data source (npz:PATH) with the pseudo-labels.")
+@click.option("--neighbours", type=int, default=DEFAULT_NEIGHBOURS, show_default=True,
+              help="Latent nearest neighbours whose classifier probabilities are averaged (0 = the classifier alone).")
+@click.option("--min-confidence", type=float, default=DEFAULT_PSEUDO_CONFIDENCE, show_default=True,
+              help="Averaged probability a row needs to get a pseudo-label; the rest stay unlabeled.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the source's options "
+                                                                      "(e.g. which rows labeled_per_class keeps).")
+def pseudo_label_cmd(data, classifier_dir, model, out, neighbours, min_confidence, seed):
+    """Label the unlabeled rows of a source with a classifier, smoothed over the VAE's latent neighbours; write a
+    new source for `stats`, `generate --labeled-data` and `train-classifier`."""
+    from vae_model.pseudo_label import make_pseudo_labeled_source
+
+    m = make_pseudo_labeled_source(data, None if classifier_dir == "bundled" else classifier_dir, out, model,
+                                   neighbours, min_confidence, seed)
+    click.echo(f"{m['pseudo_labels']:,} of {m['pseudo_labels'] + m['left_unlabeled']:,} unlabeled rows pseudo-labeled "
+               f"(averaged confidence >= {min_confidence}), {m['real_labels']:,} real labels kept; written to {out} "
+               f"in {m['seconds']} s")
+    click.echo("per class: " + ", ".join(f"{c}: {n:,}" for c, n in m["pseudo_per_class"].items()))
 
 
 @cli.command()
@@ -217,15 +254,31 @@ def verify(out_dir):
               help="YAML classifier config (see configs/classifier.yaml); default: the built-in one, the same.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set train.epochs=2 --set model.dense_units=64. Repeatable.")
+@click.option("--synthetic", "synthetic_dir", default=None,
+              help="A generate output directory (TFRecord shards) to mix into training: a real classifier trained "
+                   "with augmentation. An epoch stays one pass over the real images.")
+@click.option("--real-share", type=float, default=None,
+              help="With --synthetic: share of real images in each batch, in (0, 1) [default: 0.5].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_classifier_cmd(data, out_dir, config_path, overrides, quiet):
-    """Train the reference CNN classifier (used by evaluate and the classifier filter) on real labeled data."""
-    from vae_model.classifier import load_classifier_config, train_classifier
+def train_classifier_cmd(data, out_dir, config_path, overrides, synthetic_dir, real_share, quiet):
+    """Train the reference CNN classifier (used by evaluate and the classifier filter) on real labeled data,
+    optionally mixed with synthetic shards."""
+    from vae_model.classifier import check_real_share, load_classifier_config, train_classifier
+    from vae_model.errors import UsageError
 
+    if real_share is not None and synthetic_dir is None:
+        raise UsageError("--real-share mixes real and synthetic images; pass --synthetic OUT_DIR with it")
     cfg = load_classifier_config(config_path, overrides)
-    meta = train_classifier(data, out_dir, cfg, verbose=0 if quiet else ("auto" if sys.stdout.isatty() else 2))
+    extra = {}
+    if synthetic_dir is not None:
+        real_share = 0.5 if real_share is None else real_share
+        check_real_share(real_share)
+        extra = _synthetic_stream(synthetic_dir, cfg)
+    meta = train_classifier(data, out_dir, cfg, verbose=0 if quiet else ("auto" if sys.stdout.isatty() else 2),
+                            real_share=real_share, **extra)
     click.echo(f"classifier {meta['classifier_id']} written to {out_dir} in {meta['train_seconds']} s "
-               f"({meta['rows']:,} labeled images, {meta['steps']:,} steps)")
+               f"({meta['rows']:,} labeled images" + (f" per epoch, {real_share:.0%} real" if extra else "")
+               + f", {meta['steps']:,} steps)")
     test = meta["metrics"].get("test")
     if test:
         click.echo(f"test accuracy {test['accuracy']:.2%} on {test['images']:,} images")
@@ -294,6 +347,24 @@ def evaluate_cmd(out_dir, real_source, classifier_dir, report_dir, cas_epochs, c
     else:
         click.echo(f"diversity: pooled ratio {div['pooled']['ratio']:.2f} (unlabeled records)")
     click.echo(f"report: {report_dir}/report.html")
+
+
+def _synthetic_stream(out_dir: str, cfg) -> dict:
+    """The TFRecord records of a generate output as a training stream, checked against the classifier config."""
+    from pipeline.readers import read_manifest, tfrecord_dataset
+    from vae_model.errors import DataError
+
+    m = read_manifest(out_dir)
+    labels = [int(c) for c in m.get("per_class", {}) if int(c) >= 0]
+    if not labels:
+        raise DataError(f"--synthetic {out_dir} has no labeled records (prior samples without a filter); generate "
+                        "with a class sampler or --filter-classifier")
+    if max(labels) >= cfg.model.num_classes:
+        raise DataError(f"--synthetic {out_dir} has label {max(labels)} but the classifier has "
+                        f"{cfg.model.num_classes} classes; raise model.num_classes")
+    info = {"dir": out_dir, "dataset_digest": m.get("dataset_digest"), "records": m.get("total"),
+            "image_shape": [int(m["height"]), int(m["width"])]}
+    return {"synthetic": tfrecord_dataset(out_dir), "synthetic_info": info}
 
 
 def _yaml_str(s: str) -> str:

@@ -391,13 +391,41 @@ def _as_splits(source_or_arrays, cfg: ClassifierConfig) -> DataSplits:
                      f"test_labels]); got {type(source_or_arrays).__name__}")
 
 
+def check_real_share(real_share: float) -> None:
+    if not (isinstance(real_share, (int, float)) and math.isfinite(real_share) and 0.0 < real_share < 1.0):
+        raise UsageError(f"--real-share must be in (0, 1): the share of real images in each batch, got {real_share!r}")
+
+
+def train_on_mix(real: Dataset, synthetic, real_share: float, cfg: ClassifierConfig, val: Dataset | None = None,
+                 verbose: int | str = 0):
+    """Train on real labeled rows mixed with a synthetic stream (unbatched (uint8 [H, W, 1], int64 label), e.g.
+    `pipeline.readers.tfrecord_dataset`), `real_share` of each batch real in expectation.
+
+    An epoch is one pass over the real rows, so the real images are seen as often as when training on them
+    alone for the same epochs; unlabeled synthetic records (label -1) are skipped.
+    """
+    import tensorflow as tf
+
+    check_real_share(real_share)
+    _check_labels(real.labels, cfg, "training data")
+    real_ds = tf.data.Dataset.from_tensor_slices((real.images[..., None], real.labels)).repeat()
+    syn = synthetic.filter(lambda x, y: y >= 0).map(lambda x, y: (x, tf.cast(y, tf.int64))).repeat()
+    stream = tf.data.Dataset.sample_from_datasets([real_ds, syn], [real_share, 1.0 - real_share],
+                                                  seed=cfg.train.seed)
+    return train_on_dataset(stream, math.ceil(len(real) / real_share), real.image_shape, cfg, val=val,
+                            verbose=verbose)
+
+
 def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | str | None = None, argv=None,
-                     verbose: int | str = 0) -> dict:
+                     verbose: int | str = 0, synthetic=None, real_share: float = 0.5,
+                     synthetic_info: dict | None = None) -> dict:
     """Train the reference CNN on the labeled rows of a source and write `out_dir` atomically.
 
     `source_or_arrays`: a source string (`mnist`, `csv:...`, ...), a DataSplits, or (images, labels[, test_images,
-    test_labels]). `config`: a ClassifierConfig, a YAML path or None (defaults). Test accuracy is measured on
-    the source's test split when it has one. Returns the metadata written to classifier.json.
+    test_labels]). `config`: a ClassifierConfig, a YAML path or None (defaults). With `synthetic` (a tf.data
+    stream, see `train_on_mix`) each batch is `real_share` real rows and the rest synthetic records;
+    `synthetic_info` describes them in classifier.json. Test accuracy is measured on the source's test split when
+    it has one. Returns the metadata written to classifier.json.
     """
     t0 = time.time()
     cfg = config if isinstance(config, ClassifierConfig) else load_classifier_config(config)
@@ -413,7 +441,15 @@ def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | 
     cfg.validate(train.image_shape[0])
     _check_labels(train.labels, cfg, f"data {splits.source}")
     val = splits.val.labeled if splits.val is not None else None
-    model, info = train_on_arrays(train.images, train.labels, cfg, val=val, verbose=verbose)
+    syn_shape = tuple((synthetic_info or {}).get("image_shape", train.image_shape))
+    if syn_shape != train.image_shape:
+        raise DataError(f"synthetic records {synthetic_info.get('dir', '')} are {syn_shape[0]}x{syn_shape[1]} but "
+                        f"{splits.source} has {train.image_shape[0]}x{train.image_shape[1]} images; generate with a "
+                        "model trained on images of this size")
+    if synthetic is None:
+        model, info = train_on_arrays(train.images, train.labels, cfg, val=val, verbose=verbose)
+    else:
+        model, info = train_on_mix(train, synthetic, real_share, cfg, val=val, verbose=verbose)
     clf = Classifier(model)
     metrics = {"train_final": {k: v[-1] for k, v in info["history"].items()}}
     for name, split in (("test", splits.test), ("val", val)):
@@ -438,6 +474,7 @@ def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | 
             "parameters": int(plain.count_params()),
             "config": cfg.to_dict(),
             "data": splits.describe(),
+            "synthetic": None if synthetic is None else {**(synthetic_info or {}), "real_share": real_share},
             "metrics": metrics,
             "rows": info["rows"],
             "epochs_run": info["epochs"],

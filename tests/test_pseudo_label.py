@@ -1,0 +1,175 @@
+"""Pseudo-labels (vae_model/pseudo_label.py), the `pseudo-label` command, training a classifier with synthetic
+shards (`train-classifier --synthetic`) and the stats pool size."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from vae_model.errors import DataError, UsageError
+from vae_model.pseudo_label import assign, check_params, pseudo_label, smooth
+
+LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+def _clusters():
+    """Two tight latent clusters of 5 rows; the classifier gets row 2 (cluster 0) wrong, but its 4 neighbours
+    (one of them labeled) say 0."""
+    z = np.array([[0, 0], [0.1, 0], [0, 0.1], [0.1, 0.1], [0.05, 0.05],
+                  [10, 10], [10.1, 10], [10, 10.1], [10.1, 10.1], [10.05, 10.05]], float)
+    probs = np.tile([0.8, 0.2], (10, 1))
+    probs[5:] = [0.3, 0.7]
+    probs[2] = [0.4, 0.6]  # wrong
+    labels = np.full(10, -1)
+    labels[0] = 0
+    return z, probs, labels
+
+
+def test_smoothing_over_latent_neighbours_corrects_a_lone_mistake():
+    z, probs, labels = _clusters()
+    s = smooth(probs, z, labels, neighbours=4)
+    # row 2: itself (0.4, 0.6), labeled row 0 one-hot (1, 0), three rows at (0.8, 0.2): mean of the five
+    np.testing.assert_allclose(s[2], [(0.4 + 1 + 3 * 0.8) / 5, (0.6 + 0 + 3 * 0.2) / 5])
+    assert s[2].argmax() == 0 and probs[2].argmax() == 1
+    np.testing.assert_array_equal(s[0], [1, 0])  # a real label is not smoothed away
+    np.testing.assert_allclose(s[5:], np.tile([0.3, 0.7], (5, 1)))  # the other cluster is untouched
+    np.testing.assert_allclose(smooth(probs, z, labels, neighbours=0)[1:], probs[1:])  # 0 = the classifier alone
+
+
+def test_assign_keeps_real_labels_and_thresholds_the_rest():
+    z, probs, labels = _clusters()
+    r = assign(smooth(probs, z, labels, 4), labels, min_confidence=0.75)
+    assert r.labels[0] == 0 and not r.pseudo[0] and r.confidence[0] == 1.0
+    # cluster 0 rows average >= 0.76 for class 0; cluster 1 rows average 0.7 < 0.75 and stay unlabeled
+    np.testing.assert_array_equal(r.labels, [0, 0, 0, 0, 0, -1, -1, -1, -1, -1])
+    np.testing.assert_array_equal(r.pseudo, [False] + [True] * 4 + [False] * 5)
+    assert r.summary(2) == {"rows": 10, "real_labels": 1, "pseudo_labels": 4, "left_unlabeled": 5,
+                            "pseudo_per_class": {"0": 4, "1": 0}}
+    looser = assign(smooth(probs, z, labels, 4), labels, min_confidence=0.5)
+    np.testing.assert_array_equal(looser.labels, [0] * 5 + [1] * 5)
+
+
+@pytest.mark.parametrize("neighbours, conf", [(-1, 0.9), (2.5, 0.9), (10, 0.0), (10, 1.5), (10, float("nan"))])
+def test_bad_parameters_are_usage_errors(neighbours, conf):
+    with pytest.raises(UsageError):
+        check_params(neighbours, conf)
+
+
+def test_a_fully_labeled_source_has_nothing_to_pseudo_label(mnist_small):
+    with pytest.raises(DataError, match="no unlabeled rows"):
+        pseudo_label(mnist_small.train, lambda x: (np.zeros((len(x), 2)), None), lambda x: None)
+
+
+def test_pseudo_labels_of_real_mnist_beat_the_classifier_alone(tmp_path):
+    """Bundled VAE + a weak classifier (1 epoch on 10 labels per class): averaging over latent neighbours
+    labels the unlabeled rows more accurately than the classifier's own argmax."""
+    from vae_model.classifier import load_classifier, load_classifier_config, train_classifier
+    from vae_model.data import load_source
+    from vae_model.inference import BatchEncoder
+    from vae_model.model_dir import ModelDir
+
+    src = "mnist?limit=4000&labeled_per_class=10"
+    clf_dir = str(tmp_path / "clf")
+    train_classifier(src, clf_dir, load_classifier_config(None, ["epochs=30", "batch_size=32"]))
+    clf = load_classifier(clf_dir)
+    train = load_source(src).train
+    truth = load_source("mnist?limit=4000").train.labels
+    unl = train.labels < 0
+    encode = BatchEncoder(ModelDir.open(None).encoder, 2048)
+    alone = pseudo_label(train, encode, clf.probabilities, neighbours=0, min_confidence=1e-6)
+    smoothed = pseudo_label(train, encode, clf.probabilities, neighbours=10, min_confidence=1e-6)
+    acc = [float((r.labels[unl] == truth[unl]).mean()) for r in (alone, smoothed)]
+    assert acc[1] > acc[0] + 0.01, acc
+    np.testing.assert_array_equal(smoothed.labels[~unl], train.labels[~unl])
+
+
+def test_cli_writes_a_source_that_stats_and_training_read(tmp_path):
+    out = tmp_path / "pl.npz"
+    res = CliRunner().invoke(cli, ["pseudo-label", "--data", "mnist?limit=1500&labeled_per_class=20",
+                                   "--classifier", "bundled", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    from vae_model.data import load_source
+    from vae_model.pseudo_label import read_meta
+
+    src = load_source(f"npz:{out}")
+    real = load_source("mnist?limit=1500&labeled_per_class=20").train.labels
+    meta = read_meta(str(out))
+    assert meta["real_labels"] == 200 and meta["classifier_id"] and meta["model_id"] and meta["versions"]
+    assert (src.train.labels >= 0).sum() == 200 + meta["pseudo_labels"]
+    kept = real >= 0
+    np.testing.assert_array_equal(src.train.labels[kept], real[kept])
+    assert len(src.test) == 1500  # the test split passes through for scoring
+    assert f"{meta['pseudo_labels']:,} of 1,300 unlabeled rows pseudo-labeled" in res.output
+    st = tmp_path / "stats.npz"
+    res = CliRunner().invoke(cli, ["stats", "--data", f"npz:{out}", "--out", str(st), "--pool-per-class", "50",
+                                   *LOCAL])
+    assert res.exit_code == 0, res.output
+    from vae_model.latent_stats import LatentStats
+    s = LatentStats.from_bytes(st.read_bytes())
+    assert int(s.counts.sum()) == 200 + meta["pseudo_labels"]
+    assert np.bincount(s.post_labels).max() == 50 and "posterior pool: 500 encodings" in res.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--neighbours", "-1"], "--neighbours"),
+    (["--min-confidence", "1.5"], "--min-confidence"),
+    (["--data", "mnist?limit=100"], "no unlabeled rows"),
+    (["--classifier", "nowhere"], "nowhere"),
+    (["--out", "x.txt"], ".npz"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    base = {"--data": "mnist?limit=300&labeled_per_class=5", "--classifier": "bundled", "--out": "pl.npz"}
+    argv = ["pseudo-label"]
+    for k, v in base.items():
+        if k not in args:
+            argv += [k, v]
+    res = CliRunner().invoke(cli, argv + args)
+    assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert res.exit_code == (2 if needle in ("--neighbours", "--min-confidence", ".npz") else 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_classifier_with_synthetic_shards_records_them(tmp_path):
+    from pipeline.generate import GenerateJob, run_job
+    from vae_model.classifier import load_classifier
+
+    gen = tmp_path / "gen"
+    m = run_job(GenerateJob(out=str(gen), per_class=30, batch_size=64, formats=["tfrecord"]), LOCAL)
+    out = tmp_path / "clf"
+    res = CliRunner().invoke(cli, ["train-classifier", "--data", "mnist?limit=200", "--out", str(out), "--set",
+                                   "epochs=2", "--synthetic", str(gen), "--real-share", "0.25", "--quiet"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "classifier.json").read_text())
+    assert meta["synthetic"]["dataset_digest"] == m["dataset_digest"] and meta["synthetic"]["real_share"] == 0.25
+    # an epoch is one pass over the 200 real rows: 200 / 0.25 = 800 rows a epoch, 128 per batch
+    assert meta["rows"] == 800 and meta["steps"] == 2 * 7
+    assert "25% real" in res.output
+    assert load_classifier(str(out)).num_classes == 10
+
+
+def test_stats_pool_size_must_be_positive(tmp_path):
+    res = CliRunner().invoke(cli, ["stats", "--data", "mnist?limit=100", "--out", str(tmp_path / "s.npz"),
+                                   "--pool-per-class", "0", *LOCAL])
+    assert res.exit_code == 2 and "--pool-per-class" in res.output, res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--real-share", "0.5"], "--synthetic"),
+    (["--synthetic", "GEN", "--real-share", "1.0"], "--real-share"),
+    (["--synthetic", "GEN", "--real-share", "0"], "--real-share"),
+    (["--synthetic", "nowhere"], "manifest"),
+])
+def test_train_classifier_synthetic_bad_input(tmp_path, monkeypatch, args, needle):
+    from pipeline.generate import GenerateJob, run_job
+
+    gen = tmp_path / "gen"
+    run_job(GenerateJob(out=str(gen), per_class=5, classes=[1], batch_size=8, formats=["tfrecord"]), LOCAL)
+    monkeypatch.chdir(tmp_path)
+    args = [str(gen) if a == "GEN" else a for a in args]
+    res = CliRunner().invoke(cli, ["train-classifier", "--data", "mnist?limit=100", "--out", "clf", *args])
+    assert res.exit_code == (1 if needle == "manifest" else 2), res.output
+    assert needle in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "clf").exists()
