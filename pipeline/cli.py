@@ -276,9 +276,10 @@ def train_classifier_cmd(data, out_dir, config_path, overrides, synthetic_dir, r
         extra = _synthetic_stream(synthetic_dir, cfg)
     meta = train_classifier(data, out_dir, cfg, verbose=0 if quiet else ("auto" if sys.stdout.isatty() else 2),
                             real_share=real_share, **extra)
-    click.echo(f"classifier {meta['classifier_id']} written to {out_dir} in {meta['train_seconds']} s "
-               f"({meta['rows']:,} labeled images" + (f" per epoch, {real_share:.0%} real" if extra else "")
-               + f", {meta['steps']:,} steps)")
+    rows = (f"{meta['rows']:,} images per epoch, {real_share:.0%} real" if extra
+            else f"{meta['rows']:,} labeled images")
+    click.echo(f"classifier {meta['classifier_id']} written to {out_dir} in {meta['train_seconds']} s ({rows}, "
+               f"{meta['steps']:,} steps)")
     test = meta["metrics"].get("test")
     if test:
         click.echo(f"test accuracy {test['accuracy']:.2%} on {test['images']:,} images")
