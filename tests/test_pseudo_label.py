@@ -173,3 +173,14 @@ def test_train_classifier_synthetic_bad_input(tmp_path, monkeypatch, args, needl
     assert res.exit_code == (1 if needle == "manifest" else 2), res.output
     assert needle in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "clf").exists()
+
+
+def test_synthetic_records_of_another_image_size_are_a_data_error(tmp_path):
+    import tensorflow as tf
+
+    from vae_model.classifier import train_classifier
+
+    with pytest.raises(DataError, match="are 14x14 but .* has 28x28"):
+        train_classifier("mnist?limit=100", str(tmp_path / "c"), synthetic=tf.data.Dataset.range(1),
+                         synthetic_info={"dir": "gen", "image_shape": [14, 14]})
+    assert list(tmp_path.iterdir()) == []
