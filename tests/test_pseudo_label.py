@@ -131,6 +131,13 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, arg
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_conditional_vae_cannot_pseudo_label(tmp_path, tiny_conditional_dir):
+    res = CliRunner().invoke(cli, ["pseudo-label", "--data", "mnist?limit=300&labeled_per_class=5", "--classifier",
+                                   "bundled", "--model", tiny_conditional_dir, "--out", str(tmp_path / "pl.npz")])
+    assert res.exit_code == 2 and "conditional VAE" in res.output, res.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_classifier_with_synthetic_shards_records_them(tmp_path):
     from pipeline.generate import GenerateJob, run_job
     from vae_model.classifier import load_classifier

@@ -100,6 +100,15 @@ def pseudo_label(train: Dataset, encode, classify, neighbours: int = DEFAULT_NEI
     return assign(smooth(probs, mu, train.labels, neighbours), train.labels, min_confidence)
 
 
+def check_out(path: str) -> str:
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"--out {path} is a directory; pass a file name ending in .npz")
+    if not path.endswith(".npz"):
+        raise UsageError(f"--out {path} must end in .npz (numpy would add the suffix itself)")
+    return path
+
+
 def write_source(path: str, splits: DataSplits, result: PseudoLabels, meta: dict) -> None:
     """Write a data source (`npz:PATH`) atomically: x_train/y_train with the pseudo-labels, the source's
     test split unchanged, per-row `pseudo` and `confidence`, and `meta` (JSON) describing how it was made."""
@@ -107,11 +116,7 @@ def write_source(path: str, splits: DataSplits, result: PseudoLabels, meta: dict
               "confidence": result.confidence, "meta": np.array(json.dumps(meta, sort_keys=True))}
     if splits.test is not None:
         arrays["x_test"], arrays["y_test"] = splits.test.images, splits.test.labels
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        raise UsageError(f"--out {path} is a directory; pass a file name ending in .npz")
-    if not path.endswith(".npz"):
-        raise UsageError(f"--out {path} must end in .npz (numpy would add the suffix itself)")
+    path = check_out(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     buf = io.BytesIO()
@@ -148,6 +153,7 @@ def make_pseudo_labeled_source(source: str, classifier_dir: str | None, out: str
 
     t0 = time.time()
     check_params(neighbours, min_confidence)
+    check_out(out)  # before the work, not after it
     md = ModelDir.open(model_path)
     clf = load_classifier(classifier_dir)
     splits = load_source(source, seed=seed)
