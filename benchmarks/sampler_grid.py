@@ -39,6 +39,8 @@ def main(argv=None):
     ap.add_argument("--no-filter-arm", action="store_true", help="only the unfiltered runs")
     ap.add_argument("--per-class", type=int, default=2000)
     ap.add_argument("--model", default=None, help="VAE directory (default: the bundled one)")
+    ap.add_argument("--stats", default=None, help="class statistics file from `vae-augment stats` (default: the "
+                                                  "model's latent_stats.npz)")
     ap.add_argument("--out", default="out/sampler_grid")
     args = ap.parse_args(argv)
 
@@ -50,7 +52,7 @@ def main(argv=None):
         out = os.path.join(args.out, name)
         t0 = time.time()
         m = run_job(GenerateJob(out=os.path.join(out, "data"), model=args.model, per_class=args.per_class,
-                                sampler=sampler, spread=spread, seed=0, overwrite=True,
+                                sampler=sampler, spread=spread, seed=0, overwrite=True, stats=args.stats,
                                 filter_classifier="bundled" if mc else None, min_confidence=mc), LOCAL)
         t_gen = time.time() - t0
         r = evaluate(os.path.join(out, "data"), "mnist", None, os.path.join(out, "report"))

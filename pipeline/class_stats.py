@@ -131,7 +131,7 @@ class ComputeClassStats(beam.PTransform):
                  | "Shuffle" >> beam.Reshuffle()
                  | "ClassStats" >> ComputeClassStats(md.path, source, seed, md.latent_dim,
                                                    pool_per_class=pool_per_class)
-                 | "Save" >> beam.Map(_save, tmp))
+                 | "Save" >> beam.Map(save_stats, tmp))
             with open(tmp, "rb") as f:
                 blob = f.read()
         finally:
@@ -143,7 +143,7 @@ class ComputeClassStats(beam.PTransform):
         return LatentStats.from_bytes(blob, source)
 
 
-def _save(stats: LatentStats, path: str) -> None:
+def save_stats(stats: LatentStats, path: str) -> None:
     from apache_beam.io.filesystems import FileSystems
     with FileSystems.create(path) as f:
         f.write(stats.to_bytes())

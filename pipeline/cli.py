@@ -174,14 +174,37 @@ def generate(beam_args, **kw):
 @click.option("--pool-per-class", type=int, default=POSTERIOR_PER_CLASS, show_default=True,
               help="Encodings kept per class for the posterior and gmm samplers; raise it for a large "
                    "(e.g. pseudo-labeled) source so every example can anchor samples.")
+@click.option("--near-dup-threshold", default=None, metavar="auto|D",
+              help="Drop pool anchors whose reconstruction lies within D (L2, pixels in [0, 1]) of a training image "
+                   "of --data; 'auto' = the 1st percentile of the source's real test-to-train distances, the "
+                   "evaluate report's near-duplicate rule.")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-def stats(model, data, out, seed, pool_per_class, beam_args):
+def stats(model, data, out, seed, pool_per_class, near_dup_threshold, beam_args):
     """Encode labeled data with Beam and write per-class latent statistics."""
-    from pipeline.class_stats import ComputeClassStats
+    from pipeline.class_stats import ComputeClassStats, save_stats
     from vae_model.model_dir import ModelDir
 
+    threshold = None
+    if near_dup_threshold is not None:
+        from pipeline.anchor_novelty import parse_threshold
+        threshold = parse_threshold(near_dup_threshold)
     md = ModelDir.open(model)
-    s = ComputeClassStats.run_local(md, data, seed, list(beam_args), out_path=out, pool_per_class=pool_per_class)
+    prune = near_dup_threshold is not None
+    s = ComputeClassStats.run_local(md, data, seed, list(beam_args), out_path=None if prune else out,
+                                    pool_per_class=pool_per_class)
+    if prune:
+        from pipeline.anchor_novelty import auto_threshold, prune_anchors
+        from vae_model.data import load_source
+        from vae_model.inference import BatchDecoder
+
+        splits = load_source(data, seed=seed)
+        if threshold is None:
+            test = splits.test.images if splits.test is not None else None
+            threshold = auto_threshold(splits.train.images, test, seed, data)
+        s, report = prune_anchors(s, BatchDecoder(md.decoder, 4096), splits.train.images, threshold)
+        save_stats(s, out)
+        click.echo(f"near-duplicate anchors (reconstruction within {threshold:.3f} of a training image) dropped: "
+                   + ", ".join(f"{c}: {v['dropped']}/{v['kept'] + v['dropped']}" for c, v in report.items()))
     click.echo(f"statistics of {int(s.counts.sum()):,} labeled images in {len(s.classes)} classes written to {out} "
                f"(posterior pool: {len(s.post_labels):,} encodings)")
 

@@ -1,0 +1,72 @@
+"""Drop posterior-pool anchors whose decoded mean already nearly copies a real training image.
+
+Posterior samples stay near their anchor's reconstruction. When that reconstruction is within the
+near-duplicate distance of a training image, its samples often are too: on the bundled model, 1s whose
+reconstruction is that close give 17% near-duplicate samples, against 8.6% for real test 1s. Dropping those
+anchors once, when the statistics are made, costs nothing at generation time; the decoder and the real images
+are both at hand here and nowhere in the generate job.
+
+The threshold follows `vae-augment evaluate`: by default the 1st percentile of the nearest-training-image
+distances of (up to 5,000) real test images.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pipeline.evaluate import nearest_neighbours
+from vae_model.errors import DataError, UsageError
+from vae_model.latent_stats import LatentStats
+
+BASELINE_IMAGES = 5_000
+QUANTILE = 0.01
+
+
+def auto_threshold(train_images: np.ndarray, test_images: np.ndarray | None, seed: int, source: str) -> float:
+    """The 1st percentile of real test -> train nearest-neighbour distances, pixels scaled to [0, 1]."""
+    if test_images is None or not len(test_images):
+        raise UsageError(f"--near-dup-threshold auto needs a test split in {source} for its baseline; pass a "
+                         "distance instead (e.g. --near-dup-threshold 1.3)")
+    rng = np.random.default_rng([seed, 17])
+    pick = np.sort(rng.choice(len(test_images), min(BASELINE_IMAGES, len(test_images)), replace=False))
+    d, _ = nearest_neighbours(test_images[pick], train_images)
+    return float(np.quantile(d / 255.0, QUANTILE))
+
+
+def parse_threshold(value: str) -> float | None:
+    """'auto' -> None (computed later); a distance >= 0 -> float; anything else is a usage error."""
+    if value == "auto":
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        t = float("nan")
+    if not (math.isfinite(t) and t >= 0):
+        raise UsageError(f"--near-dup-threshold must be 'auto' or a distance >= 0 (L2 over pixels in [0, 1]), "
+                         f"got {value!r}")
+    return t
+
+
+def prune_anchors(stats: LatentStats, decode, train_images: np.ndarray, threshold: float) -> tuple[LatentStats, dict]:
+    """Stats whose posterior pool keeps only anchors decoding farther than `threshold` from every training image.
+
+    `decode(z) -> (uint8 images, nonfinite count)` is a BatchDecoder. Moments are untouched: they describe the
+    data, the pool is what samples are drawn around. Returns (stats, per-class {kept, dropped}).
+    """
+    if stats.post_mu is None or not len(stats.post_mu):
+        raise UsageError("the statistics have no per-example pool to prune")
+    recon, _ = decode(stats.post_mu.astype(np.float32))
+    d, _ = nearest_neighbours(recon, train_images)
+    keep = d / 255.0 >= threshold
+    report = {}
+    for c in stats.classes.tolist():
+        rows = stats.post_labels == c
+        report[str(c)] = {"kept": int((keep & rows).sum()), "dropped": int((~keep & rows).sum())}
+        if not (keep & rows).any():
+            raise DataError(f"every pool anchor of class {c} decodes within {threshold:.3f} of a training image; "
+                            "lower --near-dup-threshold or leave it off")
+    out = LatentStats(**{k: v for k, v in stats.__dict__.items()})
+    out.post_labels, out.post_mu, out.post_logvar = (stats.post_labels[keep], stats.post_mu[keep],
+                                                     stats.post_logvar[keep])
+    return out, report
