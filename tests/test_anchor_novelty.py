@@ -81,3 +81,22 @@ def test_stats_cli_prunes_and_reports(tmp_path):
                                    "--near-dup-threshold", "-2"])
     assert res.exit_code == 2 and "--near-dup-threshold" in res.output
     assert not (tmp_path / "b.npz").exists()
+
+
+def test_bundled_pool_keeps_no_anchor_that_decodes_onto_a_training_one(bundled):
+    """The bundled latent_stats.npz was pruned (model.json records how); check class 1, where the pruning bit,
+    against the class-1 training images, and that model.json's checksum is the file's."""
+    from pipeline.evaluate import nearest_neighbours
+    from vae_model.data import load_source
+    from vae_model.inference import BatchDecoder
+    from vae_model.provenance import sha256_file
+
+    meta = bundled.meta["latent_stats"]
+    assert bundled.meta["sha256"]["latent_stats.npz"] == sha256_file(bundled.file("latent_stats.npz"))
+    s = bundled.stats()
+    ones = s.post_mu[s.post_labels == 1]
+    assert len(ones) == 1000 - meta["anchors_dropped"]["1"]
+    recon, _ = BatchDecoder(bundled.decoder, 512)(ones)
+    train = load_source("mnist").train
+    d, _ = nearest_neighbours(recon, train.images[train.labels == 1])
+    assert (d / 255.0).min() >= meta["near_dup_threshold"] - 1e-3
