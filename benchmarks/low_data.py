@@ -315,7 +315,6 @@ def main(argv=None):
 
     a = np.array([r["A_test"] for r in results["final"]]) * 100
     b = np.array([r["B_test"] for r in results["final"]]) * 100
-    results.setdefault("config", vars(args))
     results["summary"] = {"A_mean": a.mean(), "A_std": a.std(ddof=1) if len(a) > 1 else 0.0,
                           "B_mean": b.mean(), "B_std": b.std(ddof=1) if len(b) > 1 else 0.0,
                           "lift_mean": (b - a).mean(), "best": best, "seconds": round(time.time() - t0)}

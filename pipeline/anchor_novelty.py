@@ -11,6 +11,7 @@ distances of (up to 5,000) real test images.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -66,7 +67,20 @@ def prune_anchors(stats: LatentStats, decode, train_images: np.ndarray, threshol
         if not (keep & rows).any():
             raise DataError(f"every pool anchor of class {c} decodes within {threshold:.3f} of a training image; "
                             "lower --near-dup-threshold or leave it off")
-    out = LatentStats(**{k: v for k, v in stats.__dict__.items()})
-    out.post_labels, out.post_mu, out.post_logvar = (stats.post_labels[keep], stats.post_mu[keep],
-                                                     stats.post_logvar[keep])
-    return out, report
+    return dataclasses.replace(stats, post_labels=stats.post_labels[keep], post_mu=stats.post_mu[keep],
+                               post_logvar=stats.post_logvar[keep]), report
+
+
+def prune_for_source(stats: LatentStats, md, source: str, seed: int, threshold: float | None
+                     ) -> tuple[LatentStats, dict, float]:
+    """`prune_anchors` against the train split of `source` with `md`'s decoder; threshold None = auto from the
+    source's test split. Returns (stats, per-class report, threshold used)."""
+    from vae_model.data import load_source
+    from vae_model.inference import BatchDecoder
+
+    splits = load_source(source, seed=seed)
+    if threshold is None:
+        threshold = auto_threshold(splits.train.images, splits.test.images if splits.test is not None else None,
+                                   seed, source)
+    pruned, report = prune_anchors(stats, BatchDecoder(md.decoder, 4096), splits.train.images, threshold)
+    return pruned, report, threshold

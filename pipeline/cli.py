@@ -184,31 +184,20 @@ def stats(model, data, out, seed, pool_per_class, near_dup_threshold, beam_args)
     from pipeline.class_stats import ComputeClassStats, save_stats
     from vae_model.model_dir import ModelDir
 
-    threshold = None
-    if near_dup_threshold is not None:
-        from pipeline.anchor_novelty import parse_threshold
-        threshold = parse_threshold(near_dup_threshold)
-    md = ModelDir.open(model)
     prune = near_dup_threshold is not None
+    if prune:
+        from pipeline.anchor_novelty import parse_threshold, prune_for_source
+        threshold = parse_threshold(near_dup_threshold)  # a usage error before any work
+    md = ModelDir.open(model)
     s = ComputeClassStats.run_local(md, data, seed, list(beam_args), out_path=None if prune else out,
                                     pool_per_class=pool_per_class)
     if prune:
-        from pipeline.anchor_novelty import auto_threshold, prune_anchors
-        from vae_model.data import load_source
-        from vae_model.inference import BatchDecoder
-
-        splits = load_source(data, seed=seed)
-        if threshold is None:
-            test = splits.test.images if splits.test is not None else None
-            threshold = auto_threshold(splits.train.images, test, seed, data)
-        s, report = prune_anchors(s, BatchDecoder(md.decoder, 4096), splits.train.images, threshold)
+        s, report, threshold = prune_for_source(s, md, data, seed, threshold)
         save_stats(s, out)
         click.echo(f"near-duplicate anchors (reconstruction within {threshold:.3f} of a training image) dropped: "
                    + ", ".join(f"{c}: {v['dropped']}/{v['kept'] + v['dropped']}" for c, v in report.items()))
     click.echo(f"statistics of {int(s.counts.sum()):,} labeled images in {len(s.classes)} classes written to {out} "
                f"(posterior pool: {len(s.post_labels):,} encodings)")
-
-
 
 
 @cli.command("pseudo-label")

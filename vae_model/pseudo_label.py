@@ -12,7 +12,6 @@ classifier pass, and an exact k-NN search in chunks.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -119,12 +118,10 @@ def write_source(path: str, splits: DataSplits, result: PseudoLabels, meta: dict
     path = check_out(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-pseudo-", suffix=".npz", dir=parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
+            np.savez_compressed(f, **arrays)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
