@@ -32,14 +32,16 @@ from pipeline.sinks import (
     read_shard_stats,
     shard_name,
 )
+from pipeline.runners import make_runner
 from tests.test_records import make_batch
 
 H, W, D = 8, 6, 3
 
 
 def pipeline():
+    # An explicit runner: the default DirectRunner would first try (and, offline, fail to fetch) Prism.
     options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
-    return test_pipeline.TestPipeline(options=options)
+    return test_pipeline.TestPipeline(runner=make_runner(options), options=options)
 
 
 def make_batches(sizes, h=H, w=W, d=D):
