@@ -271,8 +271,11 @@ def verify(out_dir):
                    "with augmentation. An epoch stays one pass over the real images.")
 @click.option("--real-share", type=float, default=None,
               help="With --synthetic: share of real images in each batch, in (0, 1) [default: 0.5].")
+@click.option("--init", "init_dir", default=None,
+              help="Start from this classifier directory's weights instead of fresh ones (fine-tuning), e.g. one "
+                   "trained on synthetic shards with --data OUT_DIR; same architecture required.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_classifier_cmd(data, out_dir, config_path, overrides, synthetic_dir, real_share, quiet):
+def train_classifier_cmd(data, out_dir, config_path, overrides, synthetic_dir, real_share, init_dir, quiet):
     """Train the reference CNN classifier (used by evaluate and the classifier filter) on real labeled data,
     optionally mixed with synthetic shards."""
     from vae_model.classifier import check_real_share, load_classifier_config, train_classifier
@@ -287,7 +290,7 @@ def train_classifier_cmd(data, out_dir, config_path, overrides, synthetic_dir, r
         check_real_share(real_share)
         extra = _synthetic_stream(synthetic_dir, cfg)
     meta = train_classifier(data, out_dir, cfg, verbose=0 if quiet else ("auto" if sys.stdout.isatty() else 2),
-                            real_share=real_share, **extra)
+                            real_share=real_share, init=init_dir, **extra)
     rows = (f"{meta['rows']:,} images per epoch, {real_share:.0%} real" if extra
             else f"{meta['rows']:,} labeled images")
     click.echo(f"classifier {meta['classifier_id']} written to {out_dir} in {meta['train_seconds']} s ({rows}, "

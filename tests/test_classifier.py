@@ -120,6 +120,47 @@ def test_labels_beyond_num_classes_are_a_data_error(tmp_path, mnist_small):
         train_classifier((mnist_small.train.images[:100], mnist_small.train.labels[:100]), str(tmp_path / "c"), cfg)
 
 
+def test_init_starts_from_the_classifier_weights_and_is_recorded(tmp_path, tiny_classifier_dir, mnist_small):
+    """A near-zero learning rate leaves the --init weights in place: the fine-tuned classifier predicts what its
+    start does, while a fresh start with the same config does not get near it."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    start = load_classifier(tiny_classifier_dir)
+    args = ["train-classifier", "--data", "mnist?limit=100", "--set", "train.max_steps=1", "--set",
+            "train.learning_rate=1e-12", "--quiet"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "ft"), "--init", tiny_classifier_dir])
+    assert res.exit_code == 0, res.output
+    fresh = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "fresh")])
+    assert fresh.exit_code == 0, fresh.output
+    images = mnist_small.test.images[:500]
+    ft = load_classifier(str(tmp_path / "ft"))
+    np.testing.assert_allclose(ft.probabilities(images), start.probabilities(images), atol=1e-5)
+    assert load_classifier(str(tmp_path / "fresh")).accuracy(images, mnist_small.test.labels[:500]) < 0.5
+    init = json.loads((tmp_path / "ft" / CLASSIFIER_META).read_text())["init"]
+    assert init["classifier_id"] == start.meta["classifier_id"] and init["path"] == tiny_classifier_dir
+
+
+@pytest.mark.parametrize("init, extra, code, needle", [
+    ("TINY", ["--set", "model.dense_units=64"], 2, "dense_units: 128 there, 64 here"),
+    ("nowhere", [], 1, "classifier directory nowhere does not exist"),
+])
+def test_init_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, tiny_classifier_dir, init, extra,
+                                                       code, needle):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    init = tiny_classifier_dir if init == "TINY" else init
+    res = CliRunner().invoke(cli, ["train-classifier", "--data", "mnist?limit=100", "--out", "clf", "--init", init,
+                                   *extra])
+    assert res.exit_code == code, res.output
+    assert needle in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "clf").exists()
+
+
 # ---------------------------------------------------------------------------------------------- predicting
 
 def test_bundled_classifier_is_small_accurate_and_reproducible(bundled_classifier):

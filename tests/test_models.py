@@ -81,6 +81,13 @@ def test_set_overrides_are_typed(tmp_path):
     assert (cfg.train.epochs, cfg.model.hidden, cfg.model.latent_dim) == (3, [64, 32], 4)
     with pytest.raises(ConfigError, match="must be an integer"):
         load_config("configs/dense_seed000.yaml", ["train.epochs=1.5"])
+    # YAML 1.1 reads 1e-4 (no dot) as a string; a float field still takes it, in --set and in files
+    assert load_config(None, ["train.learning_rate=1e-4"]).train.learning_rate == 1e-4
+    sci = tmp_path / "sci.yaml"
+    sci.write_text("train:\n  learning_rate: 5E-4\n")
+    assert load_config(str(sci)).train.learning_rate == 5e-4
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(None, ["train.learning_rate=fast"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["epochs"])
     bad = tmp_path / "bad.yaml"

@@ -196,8 +196,9 @@ def planned_steps(rows: int, cfg: ClassifierConfig) -> tuple[int, int]:
 
 
 def train_on_dataset(ds, rows: int, image_shape: tuple[int, int], cfg: ClassifierConfig, val: Dataset | None = None,
-                     verbose: int | str = 0):
-    """Train a fresh reference CNN on an unbatched tf.data stream of (uint8 [H, W, 1], int label).
+                     verbose: int | str = 0, init_weights: list | None = None):
+    """Train the reference CNN on an unbatched tf.data stream of (uint8 [H, W, 1], int label), from fresh
+    weights or from `init_weights` (another reference CNN's `get_weights()`, for fine-tuning).
 
     `rows` is the number of examples in one pass over `ds` (sets the shuffle buffer and steps per epoch).
     Returns (model, info) with info = {"rows", "epochs", "steps", "history"}.
@@ -210,6 +211,8 @@ def train_on_dataset(ds, rows: int, image_shape: tuple[int, int], cfg: Classifie
     cfg.validate(image_shape[0])
     t = cfg.train
     model = build_classifier(image_shape, cfg)
+    if init_weights is not None:
+        model.set_weights(init_weights)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=t.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     epochs, per_epoch = planned_steps(rows, cfg)
@@ -231,14 +234,14 @@ def _to_float(x, y):
 
 
 def train_on_arrays(images: np.ndarray, labels: np.ndarray, cfg: ClassifierConfig, val: Dataset | None = None,
-                    verbose: int | str = 0):
+                    verbose: int | str = 0, init_weights: list | None = None):
     """Train on uint8 (N, H, W) images and int labels (rows with label < 0 are dropped). Returns (model, info)."""
     import tensorflow as tf
 
     ds = Dataset(np.asarray(images), np.asarray(labels)).labeled
     _check_labels(ds.labels, cfg, "training data")
     stream = tf.data.Dataset.from_tensor_slices((ds.images[..., None], ds.labels))
-    return train_on_dataset(stream, len(ds), ds.image_shape, cfg, val=val, verbose=verbose)
+    return train_on_dataset(stream, len(ds), ds.image_shape, cfg, val=val, verbose=verbose, init_weights=init_weights)
 
 
 def _check_labels(labels: np.ndarray, cfg: ClassifierConfig, what: str):
@@ -397,7 +400,7 @@ def check_real_share(real_share: float) -> None:
 
 
 def train_on_mix(real: Dataset, synthetic, real_share: float, cfg: ClassifierConfig, val: Dataset | None = None,
-                 verbose: int | str = 0):
+                 verbose: int | str = 0, init_weights: list | None = None):
     """Train on real labeled rows mixed with a synthetic stream (unbatched (uint8 [H, W, 1], int64 label), e.g.
     `pipeline.readers.tfrecord_dataset`), `real_share` of each batch real in expectation.
 
@@ -413,18 +416,39 @@ def train_on_mix(real: Dataset, synthetic, real_share: float, cfg: ClassifierCon
     stream = tf.data.Dataset.sample_from_datasets([real_ds, syn], [real_share, 1.0 - real_share],
                                                   seed=cfg.train.seed)
     return train_on_dataset(stream, math.ceil(len(real) / real_share), real.image_shape, cfg, val=val,
-                            verbose=verbose)
+                            verbose=verbose, init_weights=init_weights)
+
+
+def init_weights_from(init: str, cfg: ClassifierConfig, image_shape: tuple[int, int]) -> tuple[list, dict]:
+    """Weights of the classifier directory `init` to fine-tune from, and its record for classifier.json.
+
+    The directory must hold a reference CNN of the same model section and image size as the one being trained.
+    """
+    start = load_classifier(init)
+    meta = start.meta
+    if tuple(meta["image_shape"]) != tuple(image_shape):
+        h, w = meta["image_shape"]
+        raise DataError(f"--init {init} was trained on {h}x{w} images but the data has {image_shape[0]}x"
+                        f"{image_shape[1]}; start from a classifier trained on images of this size")
+    theirs, ours = meta["config"].get("model"), cfg.to_dict()["model"]
+    if theirs != ours:
+        diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in ours if theirs.get(k) != ours.get(k))
+        raise UsageError(f"--init {init} has another architecture ({diff}); use its model section "
+                         "(--config/--set) or start without --init")
+    return start.model.get_weights(), {"path": init, "classifier_id": meta.get("classifier_id"),
+                                       "data": meta.get("data"), "synthetic": meta.get("synthetic")}
 
 
 def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | str | None = None, argv=None,
                      verbose: int | str = 0, synthetic=None, real_share: float = 0.5,
-                     synthetic_info: dict | None = None) -> dict:
+                     synthetic_info: dict | None = None, init: str | None = None) -> dict:
     """Train the reference CNN on the labeled rows of a source and write `out_dir` atomically.
 
     `source_or_arrays`: a source string (`mnist`, `csv:...`, ...), a DataSplits, or (images, labels[, test_images,
     test_labels]). `config`: a ClassifierConfig, a YAML path or None (defaults). With `synthetic` (a tf.data
     stream, see `train_on_mix`) each batch is `real_share` real rows and the rest synthetic records;
-    `synthetic_info` describes them in classifier.json. Test accuracy is measured on the source's test split when
+    `synthetic_info` describes them in classifier.json. `init`: a classifier directory whose weights training
+    starts from (fine-tuning, e.g. on real rows after pretraining on shards); it is recorded. Test accuracy is measured on the source's test split when
     it has one. Returns the metadata written to classifier.json.
     """
     t0 = time.time()
@@ -446,10 +470,11 @@ def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | 
         raise DataError(f"synthetic records {synthetic_info.get('dir', '')} are {syn_shape[0]}x{syn_shape[1]} but "
                         f"{splits.source} has {train.image_shape[0]}x{train.image_shape[1]} images; generate with a "
                         "model trained on images of this size")
+    weights, init_info = init_weights_from(init, cfg, train.image_shape) if init is not None else (None, None)
     if synthetic is None:
-        model, info = train_on_arrays(train.images, train.labels, cfg, val=val, verbose=verbose)
+        model, info = train_on_arrays(train.images, train.labels, cfg, val=val, verbose=verbose, init_weights=weights)
     else:
-        model, info = train_on_mix(train, synthetic, real_share, cfg, val=val, verbose=verbose)
+        model, info = train_on_mix(train, synthetic, real_share, cfg, val=val, verbose=verbose, init_weights=weights)
     clf = Classifier(model)
     metrics = {"train_final": {k: v[-1] for k, v in info["history"].items()}}
     for name, split in (("test", splits.test), ("val", val)):
@@ -475,6 +500,7 @@ def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | 
             "config": cfg.to_dict(),
             "data": splits.describe(),
             "synthetic": None if synthetic is None else {**(synthetic_info or {}), "real_share": real_share},
+            "init": init_info,
             "metrics": metrics,
             "rows": info["rows"],
             "epochs_run": info["epochs"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 
@@ -111,6 +112,9 @@ def _positive(key, value):
         raise ConfigError(f"{key} must be > 0, got {value}")
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(key: str, value, tp):
     """Coerce `value` to the dataclass field type `tp` or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
@@ -128,6 +132,8 @@ def _check_type(key: str, value, tp):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads 1e-4, without a dot, as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
