@@ -17,12 +17,17 @@ Two methods:
 
 - ``--method direct``: class statistics of the labeled images only; synthetic digits around them.
 - ``--method pseudo-label`` (the default): rounds of `vae-augment pseudo-label` -> `stats` -> `generate` ->
-  `train-classifier --synthetic`. Round r's classifier (A for round 1) labels the 59,000 unlabeled training
-  images, its probabilities averaged over 10 latent neighbours in the VAE, and the confident ones join the
-  class statistics and the posterior sampler's pool; B_r trains on the real images plus the shards. The
-  real-share, the filter and the number of rounds are tuned on seed 0's validation split; during tuning the 200
-  validation images are left out of the unlabeled pool too, so no record is made from them.
+  `train-classifier`. Round r's classifier (A for round 1) labels the 59,000 unlabeled training
+  images, its probabilities averaged over 10 latent neighbours in the VAE, and the confident ones
+  (`--pseudo-confidences`) join the class statistics and the posterior sampler's pool; B_r trains on the real
+  images plus the shards, either mixed in every batch (`--real-weights` a share: `train-classifier --synthetic
+  --real-share`) or pretrained on the shards alone and then fine-tuned on the real images (`--real-weights ft`:
+  `train-classifier --data OUT_DIR`, then `train-classifier --init`). The pseudo-label threshold, the
+  schedule/real share, the filter and the number of rounds are tuned on seed 0's validation split; during
+  tuning the 200 validation images are left out of the unlabeled pool too, so no record is made from them.
 
+    python benchmarks/low_data.py --vae models/conv70k --per-class 3000 --real-weights ft,0.25 \
+        --pseudo-confidences 0.9,0.7,0.5 --min-confidences none      # the README's best run
     python benchmarks/low_data.py                 # pseudo-label rounds (~35 min on 2 cores)
     python benchmarks/low_data.py --method direct # labeled statistics only (~20 min)
     python benchmarks/low_data.py --quick         # small grid, 1 seed, for a smoke test
@@ -53,6 +58,7 @@ from vae_model.classifier import (Classifier, load_classifier, load_classifier_c
                                   train_classifier, train_on_dataset)
 from vae_model.data import load_source  # noqa: E402
 from vae_model.model_dir import ModelDir  # noqa: E402
+from vae_model.pseudo_label import DEFAULT_MIN_CONFIDENCE as DEFAULT_PSEUDO_CONFIDENCE  # noqa: E402
 from vae_model.pseudo_label import make_pseudo_labeled_source  # noqa: E402
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -91,8 +97,10 @@ class PseudoLabelRounds:
     """Rounds of `pseudo-label` -> `stats --pool-per-class` -> `generate` -> `train-classifier --synthetic`,
     through the same library calls the CLI makes. Round r's labeler is B_{r-1} (A for round 1)."""
 
-    def __init__(self, md, work, seed, real, test, unlabeled, truth, cfg, per_class, spread, pool_per_class):
+    def __init__(self, md, work, seed, real, test, unlabeled, truth, cfg, per_class, spread, pool_per_class,
+                 pretrain_cfg=None, finetune_cfg=None):
         self.md, self.work, self.seed, self.cfg = md, work, seed, cfg
+        self.pretrain_cfg, self.finetune_cfg = pretrain_cfg, finetune_cfg
         self.real, self.test, self.per_class, self.spread, self.pool = real, test, per_class, spread, pool_per_class
         self.truth = truth
         n = len(unlabeled)
@@ -101,15 +109,22 @@ class PseudoLabelRounds:
                  y_train=np.concatenate([real[1], np.full(n, -1)]), x_test=test.images, y_test=test.labels)
 
     def classifier(self, name, synthetic=None, real_share=0.5):
+        """A (no synthetic), B mixed (`real_share` a float: `train-classifier --synthetic --real-share`) or B
+        fine-tuned (`real_share` "ft": `train-classifier --data OUT_DIR`, then on the real rows with --init)."""
         out = os.path.join(self.work, name)
         data = (self.real[0], self.real[1], self.test.images, self.test.labels)
+        if real_share == "ft":
+            pre = os.path.join(self.work, name + "-pre")
+            train_classifier(f"parquet:{synthetic}", pre, self.pretrain_cfg.replace_train(seed=self.seed))
+            train_classifier(data, out, self.finetune_cfg.replace_train(seed=self.seed), init=pre)
+            return out
         extra = {} if synthetic is None else {"synthetic": tfrecord_dataset(synthetic), "real_share": real_share}
         train_classifier(data, out, self.cfg.replace_train(seed=self.seed), **extra)
         return out
 
-    def round(self, tag, labeler, min_conf, real_share):
+    def round(self, tag, labeler, min_conf, real_share, pseudo_conf=DEFAULT_PSEUDO_CONFIDENCE):
         pl = os.path.join(self.work, f"{tag}-pl.npz")
-        meta = make_pseudo_labeled_source(f"npz:{self.base}", labeler, pl, self.md.path)
+        meta = make_pseudo_labeled_source(f"npz:{self.base}", labeler, pl, self.md.path, min_confidence=pseudo_conf)
         z = np.load(pl)
         k = len(self.real[0])
         pseudo = z["pseudo"][k:]
@@ -119,7 +134,8 @@ class PseudoLabelRounds:
                                     pool_per_class=self.pool)
         out = os.path.join(self.work, f"{tag}-gen")
         job = GenerateJob(out=out, model=self.md.path, per_class=self.per_class, sampler="posterior",
-                          spread=self.spread, stats=stats, seed=self.seed, formats=["tfrecord"], overwrite=True,
+                          spread=self.spread, stats=stats, seed=self.seed, formats=["parquet", "tfrecord"],
+                          overwrite=True,
                           filter_classifier=labeler if min_conf else None, min_confidence=min_conf)
         m = run_job(job, LOCAL)
         clf = self.classifier(f"{tag}-B", out, real_share)
@@ -133,9 +149,13 @@ def pseudo_label_experiment(args, seeds, md, work):
     # epochs so that A on the 1,000 runs about --steps steps; B's epochs are passes over the same real images
     cfg = load_classifier_config(None, [f"train.epochs={max(1, round(args.steps * 64 / 1000))}",
                                         "train.max_steps=0", "train.batch_size=64"])
+    pretrain_cfg = load_classifier_config(None, [f"train.epochs={args.pretrain_epochs}", "train.batch_size=128"])
+    finetune_cfg = load_classifier_config(None, [f"train.epochs={args.finetune_epochs}", "train.batch_size=64",
+                                                 f"train.learning_rate={args.finetune_lr}"])
     spread = float(args.spreads.split(",")[0])
-    grid = [(float(w), None if mc == "none" else float(mc))
-            for w in args.real_weights.split(",") for mc in args.min_confidences.split(",")]
+    grid = [(w if w == "ft" else float(w), float(pc), None if mc == "none" else float(mc))
+            for w in args.real_weights.split(",") for pc in args.pseudo_confidences.split(",")
+            for mc in args.min_confidences.split(",")]
     results = {"method": "pseudo-label", "grid": [], "final": [], "config": vars(args),
                "vae": md.meta["metrics"].get("test")}
 
@@ -143,7 +163,7 @@ def pseudo_label_experiment(args, seeds, md, work):
         unl, truth = unlabeled_pool(seed)
         os.makedirs(os.path.join(work, tag), exist_ok=True)
         return PseudoLabelRounds(md, os.path.join(work, tag), seed, real, test, unl, truth, cfg, args.per_class,
-                                 spread, args.pool_per_class)
+                                 spread, args.pool_per_class, pretrain_cfg, finetune_cfg)
 
     best = None
     for seed in seeds:
@@ -155,19 +175,22 @@ def pseudo_label_experiment(args, seeds, md, work):
             results["A_val_tuning"] = a_val
             print(f"seed {seed}: A (800 real) validation accuracy {a_val:.4f}", flush=True)
             scored = []
-            for w, mc in grid:
-                clf, info = rnd.round(f"r1-{w}-{mc}", a_dir, mc, w)
-                row = {"round": 1, "real_weight": w, "min_confidence": mc,
+            for w, pc, mc in grid:
+                clf, info = rnd.round(f"r1-{w}-{pc}-{mc}", a_dir, mc, w, pc)
+                row = {"round": 1, "real_weight": w, "pseudo_confidence": pc, "min_confidence": mc,
                        "val": load_classifier(clf).accuracy(*val), **info}
                 results["grid"].append(row)
                 scored.append((row["val"], row, clf))
                 print(f"  grid {row}", flush=True)
             v_best, row, labeler = max(scored, key=lambda t: t[0])
-            best = {"real_weight": row["real_weight"], "min_confidence": row["min_confidence"], "spread": spread,
+            best = {"real_weight": row["real_weight"], "pseudo_confidence": row["pseudo_confidence"],
+                    "min_confidence": row["min_confidence"], "spread": spread,
                     "per_class": args.per_class, "rounds": 1}
             for r in range(2, args.max_rounds + 1):  # more rounds while validation does not drop
-                clf, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"])
-                row = {"round": r, "real_weight": best["real_weight"], "min_confidence": best["min_confidence"],
+                clf, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"],
+                                      best["pseudo_confidence"])
+                row = {"round": r, "real_weight": best["real_weight"], "pseudo_confidence": best["pseudo_confidence"],
+                       "min_confidence": best["min_confidence"],
                        "val": load_classifier(clf).accuracy(*val), **info}
                 results["grid"].append(row)
                 print(f"  grid {row}", flush=True)
@@ -181,7 +204,8 @@ def pseudo_label_experiment(args, seeds, md, work):
         a_test = load_classifier(labeler).accuracy(test.images, test.labels)
         per_round = []
         for r in range(1, best["rounds"] + 1):
-            labeler, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"])
+            labeler, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"],
+                                      best["pseudo_confidence"])
             per_round.append({"round": r, "test": load_classifier(labeler).accuracy(test.images, test.labels),
                               **info})
             print(f"seed {seed}: round {per_round[-1]}", flush=True)
@@ -220,10 +244,17 @@ def main(argv=None):
     ap.add_argument("--spreads", default=None,
                     help="spreads tried in tuning (comma-separated; default 1.0); pseudo-label uses the first, default "
                          "the posterior sampler's")
-    ap.add_argument("--real-weights", default="0.75,0.5", help="shares of real images in B's stream tried in tuning")
+    ap.add_argument("--real-weights", default="0.75,0.5",
+                    help="shares of real images in B's stream tried in tuning; pseudo-label also takes 'ft': "
+                         "pretrain on the shards alone, then fine-tune on the real images")
+    ap.add_argument("--pretrain-epochs", type=int, default=8, help="ft: epochs over the shards (batch 128)")
+    ap.add_argument("--finetune-epochs", type=int, default=32, help="ft: epochs over the real images (batch 64)")
+    ap.add_argument("--finetune-lr", type=float, default=3e-4, help="ft: Adam learning rate of the fine-tuning")
     ap.add_argument("--method", choices=["pseudo-label", "direct"], default="pseudo-label",
                     help="pseudo-label: rounds of pseudo-labels over the unlabeled images (see above); direct: class "
                          "statistics of the labeled images only")
+    ap.add_argument("--pseudo-confidences", default=str(DEFAULT_PSEUDO_CONFIDENCE),
+                    help="pseudo-label: `pseudo-label --min-confidence` values tried in tuning")
     ap.add_argument("--max-rounds", type=int, default=3, help="pseudo-label: most rounds tried in tuning")
     ap.add_argument("--pool-per-class", type=int, default=10_000,
                     help="pseudo-label: encodings per class in the posterior pool (all pseudo-labeled ones)")
@@ -231,13 +262,15 @@ def main(argv=None):
     ap.add_argument("--out", default="out/low_data.json")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.method == "direct" and "ft" in args.real_weights.split(","):
+        ap.error("--real-weights ft needs --method pseudo-label")
     if args.spreads is None:
         args.spreads = str(default_spread("posterior")) if args.method == "pseudo-label" else "1.0"
     grid = {
         "sampler": args.samplers.split(","),  # default: the two best by CAS in benchmarks/sampler_grid.py
         "spread": [float(x) for x in args.spreads.split(",")],
         "min_confidence": [None if x == "none" else float(x) for x in args.min_confidences.split(",")],
-        "real_weight": [float(x) for x in args.real_weights.split(",")],
+        "real_weight": [x if x == "ft" else float(x) for x in args.real_weights.split(",")],
     }
     if args.quick:
         seeds, args.steps, args.per_class = seeds[:1], 300, 200
