@@ -5,7 +5,7 @@ averaged over the image's nearest neighbours in the VAE's latent space. The VAE 
 labeled or not, so its latent neighbourhoods follow the classes of the unlabeled data too: on MNIST with 100
 labels per class, averaging over 10 latent neighbours lifts the pseudo-label accuracy of a 96.1% classifier
 to 97.5%. Rows kept at an averaged confidence >= 0.9 are 99.8% right, at >= 0.5 (the default) 98.0% but
-with 98% of the rows kept instead of 86%: for augmentation the coverage of hard digits is worth more than the
+with 99% of the rows kept instead of 86%: for augmentation the coverage of hard digits is worth more than the
 last errors (benchmarks/low_data.py, README "Low-data augmentation experiment").
 
 The labeled rows keep their own labels and count as one-hot votes for their neighbours. Rows whose averaged
@@ -26,7 +26,7 @@ from vae_model.data import Dataset, DataSplits
 from vae_model.errors import DataError, UsageError
 
 DEFAULT_NEIGHBOURS = 10
-DEFAULT_MIN_CONFIDENCE = 0.5  # chosen on validation in benchmarks/low_data.py (0.9, 0.7, 0.5 tried)
+DEFAULT_MIN_CONFIDENCE = 0.5  # benchmarks/low_data.py, conv VAE: chosen on validation among 0.9, 0.7, 0.5
 _QUERY_CHUNK = 8192  # k-NN queries per chunk: keeps the index arrays small whatever the data size
 
 
