@@ -435,7 +435,8 @@ def init_weights_from(init: str, cfg: ClassifierConfig, image_shape: tuple[int, 
         diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in ours if theirs.get(k) != ours.get(k))
         raise UsageError(f"--init {init} has another architecture ({diff}); use its model section "
                          "(--config/--set) or start without --init")
-    return start.model.get_weights(), {"path": init, "classifier_id": meta.get("classifier_id"),
+    where = init if "://" in init else os.path.abspath(init)
+    return start.model.get_weights(), {"path": where, "classifier_id": meta.get("classifier_id"),
                                        "data": meta.get("data"), "synthetic": meta.get("synthetic")}
 
 
