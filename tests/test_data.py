@@ -73,7 +73,8 @@ def write_parquet_dir(folder, images, labels, shard_sizes=(25, 35)):
         shards.append({"path": name, "format": "parquet", "rows": size})
         start += size
     shards.append({"path": "part-00000.tfrecord", "format": "tfrecord", "rows": 5})  # must be ignored
-    manifest = {"shards": shards, "height": images.shape[1], "width": images.shape[2]}
+    manifest = {"shards": shards, "height": images.shape[1], "width": images.shape[2],
+                "dataset_digest": "d" * 64, "total": int(sum(shard_sizes))}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -186,6 +187,10 @@ def test_parquet_generator_output(tmp_path, rows):
         splits = load_source(source)
         assert_same(splits.train, x, y)
         assert splits.test is None
+        # a classifier trained on it records which records these were
+        assert splits.describe()["origin"] == {"manifest": str(folder / "manifest.json"),
+                                               "dataset_digest": "d" * 64, "records": 60}
+    assert "origin" not in load_source("mnist?limit=10").describe()
 
 
 # ------------------------------------------------------------------------------------------ options

@@ -104,6 +104,7 @@ class DataSplits:
     train: Dataset
     test: Dataset | None = None
     val: Dataset | None = None
+    origin: dict | None = None  # what made the data, e.g. a generate output's dataset_digest
 
     def describe(self) -> dict:
         """JSON-able summary: source, image shape, and rows / labeled rows / per-class counts per split."""
@@ -115,7 +116,10 @@ class DataSplits:
             classes, counts = np.unique(ds.labels[ds.labels >= 0], return_counts=True)
             splits[name] = {"rows": len(ds), "labeled": int(counts.sum()),
                             "label_counts": {str(c): int(n) for c, n in zip(classes, counts)}}
-        return {"source": self.source, "image_shape": list(self.train.image_shape), "splits": splits}
+        out = {"source": self.source, "image_shape": list(self.train.image_shape), "splits": splits}
+        if self.origin:
+            out["origin"] = self.origin
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -230,7 +234,8 @@ def load_source(source: str, *, validation_split: float = 0.0, seed: int = 0) ->
         train, val = _carve_validation(train, validation_split, seed, source)
     if "labeled_per_class" in options:
         train = _keep_labels_per_class(train, options["labeled_per_class"], seed)
-    return DataSplits(source=source, train=train, test=test, val=val)
+    return DataSplits(source=source, train=train, test=test, val=val,
+                      origin=_parquet_origin(path) if kind == "parquet" else None)
 
 
 def _shape(ds: Dataset) -> str:
@@ -594,6 +599,14 @@ def _read_parquet_source(path, unlabeled_value, as_test=False):
         images.append(x)
         labels.append(y)
     return _finish(folder, np.concatenate(images), np.concatenate(labels), unlabeled_value), None
+
+
+def _parquet_origin(path) -> dict:
+    """The generate output's identity, so whatever is trained on it names the exact records."""
+    folder = os.path.dirname(path) if os.path.basename(path) == "manifest.json" else path
+    m = _read_manifest(os.path.join(folder, "manifest.json"))
+    return {"manifest": os.path.abspath(os.path.join(folder, "manifest.json")),
+            "dataset_digest": m.get("dataset_digest"), "records": m.get("total")}
 
 
 def _read_manifest(path) -> dict:
