@@ -432,7 +432,8 @@ def init_weights_from(init: str, cfg: ClassifierConfig, image_shape: tuple[int, 
                         f"{image_shape[1]}; start from a classifier trained on images of this size")
     theirs, ours = meta["config"].get("model"), cfg.to_dict()["model"]
     if theirs != ours:
-        diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in ours if theirs.get(k) != ours.get(k))
+        diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here"
+                         for k in ours if theirs.get(k) != ours.get(k))
         raise UsageError(f"--init {init} has another architecture ({diff}); use its model section "
                          "(--config/--set) or start without --init")
     where = init if "://" in init else os.path.abspath(init)
@@ -449,8 +450,8 @@ def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | 
     test_labels]). `config`: a ClassifierConfig, a YAML path or None (defaults). With `synthetic` (a tf.data
     stream, see `train_on_mix`) each batch is `real_share` real rows and the rest synthetic records;
     `synthetic_info` describes them in classifier.json. `init`: a classifier directory whose weights training
-    starts from (fine-tuning, e.g. on real rows after pretraining on shards); it is recorded. Test accuracy is measured on the source's test split when
-    it has one. Returns the metadata written to classifier.json.
+    starts from (fine-tuning, e.g. on real rows after pretraining on shards); it is recorded. Test accuracy is
+    measured on the source's test split when it has one. Returns the metadata written to classifier.json.
     """
     t0 = time.time()
     cfg = config if isinstance(config, ClassifierConfig) else load_classifier_config(config)

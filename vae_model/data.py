@@ -578,14 +578,19 @@ def _npz_labels(path, key: str, y: np.ndarray, n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- parquet
 
-def _read_parquet_source(path, unlabeled_value, as_test=False):
+def _open_manifest(path) -> tuple[str, str, dict]:
+    """(folder, manifest path, manifest) of a generate output given as its folder or its manifest.json."""
     folder = os.path.dirname(path) if os.path.basename(path) == "manifest.json" else path
     if not os.path.exists(folder):
         raise DataError(f"{folder}: does not exist; check the path")
     manifest_path = os.path.join(folder, "manifest.json")
     if not os.path.isfile(manifest_path):
         raise DataError(f"{folder}: has no manifest.json; point at a `generate` output directory")
-    manifest = _read_manifest(manifest_path)
+    return folder, manifest_path, _read_manifest(manifest_path)
+
+
+def _read_parquet_source(path, unlabeled_value, as_test=False):
+    folder, manifest_path, manifest = _open_manifest(path)
     shards = [s for s in manifest["shards"] if s.get("format") == "parquet"]
     if not shards:
         raise DataError(f"{manifest_path}: lists no parquet shards; generate with parquet output")
@@ -603,10 +608,9 @@ def _read_parquet_source(path, unlabeled_value, as_test=False):
 
 def _parquet_origin(path) -> dict:
     """The generate output's identity, so whatever is trained on it names the exact records."""
-    folder = os.path.dirname(path) if os.path.basename(path) == "manifest.json" else path
-    m = _read_manifest(os.path.join(folder, "manifest.json"))
-    return {"manifest": os.path.abspath(os.path.join(folder, "manifest.json")),
-            "dataset_digest": m.get("dataset_digest"), "records": m.get("total")}
+    _, manifest_path, m = _open_manifest(path)
+    return {"manifest": os.path.abspath(manifest_path), "dataset_digest": m.get("dataset_digest"),
+            "records": m.get("total")}
 
 
 def _read_manifest(path) -> dict:
