@@ -122,9 +122,11 @@ class PseudoLabelRounds:
         train_classifier(data, out, self.cfg.replace_train(seed=self.seed), **extra)
         return out
 
-    def round(self, tag, labeler, min_conf, real_share, pseudo_conf=DEFAULT_PSEUDO_CONFIDENCE):
+    def round(self, tag, labeler, real_weight, pseudo_confidence, min_confidence):
+        """One round with one arm: pseudo-label threshold, B's schedule (a real share or "ft"), filter (or None)."""
         pl = os.path.join(self.work, f"{tag}-pl.npz")
-        meta = make_pseudo_labeled_source(f"npz:{self.base}", labeler, pl, self.md.path, min_confidence=pseudo_conf)
+        meta = make_pseudo_labeled_source(f"npz:{self.base}", labeler, pl, self.md.path,
+                                          min_confidence=pseudo_confidence)
         z = np.load(pl)
         k = len(self.real[0])
         pseudo = z["pseudo"][k:]
@@ -136,9 +138,9 @@ class PseudoLabelRounds:
         job = GenerateJob(out=out, model=self.md.path, per_class=self.per_class, sampler="posterior",
                           spread=self.spread, stats=stats, seed=self.seed, formats=["parquet", "tfrecord"],
                           overwrite=True,
-                          filter_classifier=labeler if min_conf else None, min_confidence=min_conf)
+                          filter_classifier=labeler if min_confidence else None, min_confidence=min_confidence)
         m = run_job(job, LOCAL)
-        clf = self.classifier(f"{tag}-B", out, real_share)
+        clf = self.classifier(f"{tag}-B", out, real_weight)
         info = {"pseudo_labels": meta["pseudo_labels"], "pseudo_label_accuracy": acc,
                 "acceptance": m.get("filter", {}).get("acceptance")}
         return clf, info
@@ -153,7 +155,8 @@ def pseudo_label_experiment(args, seeds, md, work):
     finetune_cfg = load_classifier_config(None, [f"train.epochs={args.finetune_epochs}", "train.batch_size=64",
                                                  f"train.learning_rate={args.finetune_lr}"])
     spread = float(args.spreads.split(",")[0])
-    grid = [(w if w == "ft" else float(w), float(pc), None if mc == "none" else float(mc))
+    grid = [{"real_weight": w if w == "ft" else float(w), "pseudo_confidence": float(pc),
+             "min_confidence": None if mc == "none" else float(mc)}
             for w in args.real_weights.split(",") for pc in args.pseudo_confidences.split(",")
             for mc in args.min_confidences.split(",")]
     results = {"method": "pseudo-label", "grid": [], "final": [], "config": vars(args),
@@ -165,7 +168,7 @@ def pseudo_label_experiment(args, seeds, md, work):
         return PseudoLabelRounds(md, os.path.join(work, tag), seed, real, test, unl, truth, cfg, args.per_class,
                                  spread, args.pool_per_class, pretrain_cfg, finetune_cfg)
 
-    best = None
+    best = arm = None
     for seed in seeds:
         real, val, test = labeled_split(seed)
         if best is None:  # tuning: seed 0, 800 labeled images, validation on the other 200
@@ -175,23 +178,17 @@ def pseudo_label_experiment(args, seeds, md, work):
             results["A_val_tuning"] = a_val
             print(f"seed {seed}: A (800 real) validation accuracy {a_val:.4f}", flush=True)
             scored = []
-            for w, pc, mc in grid:
-                clf, info = rnd.round(f"r1-{w}-{pc}-{mc}", a_dir, mc, w, pc)
-                row = {"round": 1, "real_weight": w, "pseudo_confidence": pc, "min_confidence": mc,
-                       "val": load_classifier(clf).accuracy(*val), **info}
+            for arm in grid:
+                clf, info = rnd.round("r1-" + "-".join(map(str, arm.values())), a_dir, **arm)
+                row = {"round": 1, **arm, "val": load_classifier(clf).accuracy(*val), **info}
                 results["grid"].append(row)
-                scored.append((row["val"], row, clf))
+                scored.append((row["val"], arm, clf))
                 print(f"  grid {row}", flush=True)
-            v_best, row, labeler = max(scored, key=lambda t: t[0])
-            best = {"real_weight": row["real_weight"], "pseudo_confidence": row["pseudo_confidence"],
-                    "min_confidence": row["min_confidence"], "spread": spread,
-                    "per_class": args.per_class, "rounds": 1}
+            v_best, arm, labeler = max(scored, key=lambda t: t[0])
+            best = {**arm, "spread": spread, "per_class": args.per_class, "rounds": 1}
             for r in range(2, args.max_rounds + 1):  # more rounds while validation does not drop
-                clf, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"],
-                                      best["pseudo_confidence"])
-                row = {"round": r, "real_weight": best["real_weight"], "pseudo_confidence": best["pseudo_confidence"],
-                       "min_confidence": best["min_confidence"],
-                       "val": load_classifier(clf).accuracy(*val), **info}
+                clf, info = rnd.round(f"r{r}", labeler, **arm)
+                row = {"round": r, **arm, "val": load_classifier(clf).accuracy(*val), **info}
                 results["grid"].append(row)
                 print(f"  grid {row}", flush=True)
                 if row["val"] < v_best:
@@ -204,8 +201,7 @@ def pseudo_label_experiment(args, seeds, md, work):
         a_test = load_classifier(labeler).accuracy(test.images, test.labels)
         per_round = []
         for r in range(1, best["rounds"] + 1):
-            labeler, info = rnd.round(f"r{r}", labeler, best["min_confidence"], best["real_weight"],
-                                      best["pseudo_confidence"])
+            labeler, info = rnd.round(f"r{r}", labeler, **arm)
             per_round.append({"round": r, "test": load_classifier(labeler).accuracy(test.images, test.labels),
                               **info})
             print(f"seed {seed}: round {per_round[-1]}", flush=True)
