@@ -49,11 +49,11 @@ def _latents(n: int, seed: int = 0):
     """n latent codes of the default sampler, 1/10 per class, as the generate job draws them."""
     import numpy as np
 
-    from pipeline.samplers import build_sampler
+    from pipeline.generate.samplers import build_sampler
     from vae_model.model_dir import ModelDir
 
     md = ModelDir.open(None)
-    from pipeline.generate import DEFAULT_SAMPLER, default_spread
+    from pipeline.generate.graph import DEFAULT_SAMPLER, default_spread
 
     sampler = build_sampler(DEFAULT_SAMPLER, md.latent_dim, False, md.stats(), default_spread(DEFAULT_SAMPLER))
     per = -(-n // 10)
@@ -101,7 +101,7 @@ def part_stock(args) -> dict:
     from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.runners import make_runner
+    from pipeline.generate.runners import make_runner
 
     md, z = _latents(args.n)
     examples = list(z)  # per-example latent vectors, as a user would Create them

@@ -51,9 +51,9 @@ quiet_libraries()
 
 import tensorflow as tf  # noqa: E402
 
-from pipeline.class_stats import ComputeClassStats  # noqa: E402
-from pipeline.generate import GenerateJob, default_spread, run_job  # noqa: E402
-from pipeline.readers import tfrecord_dataset  # noqa: E402
+from pipeline.generate.class_stats import ComputeClassStats  # noqa: E402
+from pipeline.generate.graph import GenerateJob, default_spread, run_job  # noqa: E402
+from pipeline.dataset.readers import tfrecord_dataset  # noqa: E402
 from vae_model.classifier import (Classifier, load_classifier, load_classifier_config,  # noqa: E402
                                   train_classifier, train_on_dataset)
 from vae_model.data import load_source  # noqa: E402

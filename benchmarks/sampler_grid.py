@@ -25,8 +25,8 @@ from pipeline.logs import quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
-from pipeline.evaluate import evaluate  # noqa: E402
-from pipeline.generate import GenerateJob, run_job  # noqa: E402
+from pipeline.evaluation.evaluate import evaluate  # noqa: E402
+from pipeline.generate.graph import GenerateJob, run_job  # noqa: E402
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 

@@ -74,7 +74,7 @@ def _int_list(ctx, param, value):
 
 
 def _formats(ctx, param, value):
-    from pipeline.generate import FORMATS
+    from pipeline.generate.graph import FORMATS
     out = [v.strip() for v in value.split(",") if v.strip()]
     bad = [f for f in out if f not in FORMATS]
     if bad or not out:
@@ -133,7 +133,7 @@ def generate(beam_args, **kw):
     Unknown options (BEAM_ARGS) go to Beam's PipelineOptions, e.g. --direct_running_mode=multi_processing
     or --project/--region/--temp_location for Dataflow.
     """
-    from pipeline.generate import GenerateJob, run_job
+    from pipeline.generate.graph import GenerateJob, run_job
 
     for name in ("num", "per_class", "batch_size", "shards", "workers", "max_filter_rounds"):
         if kw[name] is not None and kw[name] <= 0:
@@ -181,12 +181,12 @@ def generate(beam_args, **kw):
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
 def stats(model, data, out, seed, pool_per_class, near_dup_threshold, beam_args):
     """Encode labeled data with Beam and write per-class latent statistics."""
-    from pipeline.class_stats import ComputeClassStats, save_stats
+    from pipeline.generate.class_stats import ComputeClassStats, save_stats
     from vae_model.model_dir import ModelDir
 
     prune = near_dup_threshold is not None
     if prune:
-        from pipeline.anchor_novelty import parse_threshold, prune_for_source
+        from pipeline.generate.anchor_novelty import parse_threshold, prune_for_source
         threshold = parse_threshold(near_dup_threshold)  # a usage error before any work
     md = ModelDir.open(model)
     s = ComputeClassStats.run_local(md, data, seed, list(beam_args), out_path=None if prune else out,
@@ -236,7 +236,7 @@ def pseudo_label_cmd(data, classifier_dir, model, out, neighbours, min_confidenc
               show_default=True, help="Which shards to read.")
 def preview(out_dir, png, per_class, fmt):
     """Draw a PNG grid from the shards, one row per class."""
-    from pipeline.preview import write_preview
+    from pipeline.evaluation.preview import write_preview
 
     rows = write_preview(out_dir, png, per_class, fmt)
     click.echo(f"preview of {rows} classes written to {png}")
@@ -246,7 +246,7 @@ def preview(out_dir, png, per_class, fmt):
 @click.argument("out_dir")
 def verify(out_dir):
     """Check shards against the manifest and every record; exit 1 listing each problem."""
-    from pipeline.verify import verify_output
+    from pipeline.dataset.verify import verify_output
 
     problems = verify_output(out_dir)
     if problems:
@@ -333,7 +333,7 @@ def evaluate_cmd(out_dir, real_source, classifier_dir, report_dir, cas_epochs, c
                  novelty_images, baseline_images, diversity_per_class, near_dup_threshold, seed, quiet):
     """Score a generated dataset against real data (counts, label fidelity, CAS, novelty, diversity); write a
     self-contained HTML report."""
-    from pipeline.evaluate import evaluate
+    from pipeline.evaluation.evaluate import evaluate
 
     r = evaluate(out_dir, real_source, classifier_dir, report_dir, cas_epochs=cas_epochs, cas_max_steps=cas_max_steps,
                  max_images=max_images, novelty_images=novelty_images, baseline_images=baseline_images,
@@ -367,7 +367,7 @@ def evaluate_cmd(out_dir, real_source, classifier_dir, report_dir, cas_epochs, c
 
 def _synthetic_stream(out_dir: str, cfg) -> dict:
     """The TFRecord records of a generate output as a training stream, checked against the classifier config."""
-    from pipeline.readers import read_manifest, tfrecord_dataset
+    from pipeline.dataset.readers import read_manifest, tfrecord_dataset
     from vae_model.errors import DataError
 
     m = read_manifest(out_dir)

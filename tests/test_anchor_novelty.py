@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.anchor_novelty import auto_threshold, parse_threshold, prune_anchors
+from pipeline.generate.anchor_novelty import auto_threshold, parse_threshold, prune_anchors
 from vae_model.errors import DataError, UsageError
 from vae_model.latent_stats import LatentStats
 
@@ -86,7 +86,7 @@ def test_stats_cli_prunes_and_reports(tmp_path):
 def test_bundled_pool_keeps_no_anchor_that_decodes_onto_a_training_one(bundled):
     """The bundled latent_stats.npz was pruned (model.json records how); check class 1, where the pruning bit,
     against the class-1 training images, and that model.json's checksum is the file's."""
-    from pipeline.evaluate import nearest_neighbours
+    from pipeline.evaluation.evaluate import nearest_neighbours
     from vae_model.data import load_source
     from vae_model.inference import BatchDecoder
     from vae_model.provenance import sha256_file

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.filtering import ClassifierFilter
+from pipeline.generate.filter import ClassifierFilter
 from vae_model.classifier import (CLASSIFIER, CLASSIFIER_META, Classifier, ClassifierConfig, bundled_classifier_dir,
                                   evaluate_accuracy, load_classifier, load_classifier_config, train_classifier,
                                   train_on_arrays, train_on_dataset)

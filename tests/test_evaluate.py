@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.evaluate import evaluate, mean_pairwise_distance, nearest_neighbours
-from pipeline.records import RecordBatch, batch_digest, encode_tfrecords, to_arrow
-from pipeline.verify import verify_output
+from pipeline.evaluation.evaluate import evaluate, mean_pairwise_distance, nearest_neighbours
+from pipeline.dataset.records import RecordBatch, batch_digest, encode_tfrecords, to_arrow
+from pipeline.dataset.verify import verify_output
 from vae_model.data import load_source
 from vae_model.errors import DataError, ModelError, UsageError
 from vae_model.provenance import sha256_file
@@ -257,7 +257,7 @@ def test_a_directory_without_manifest_is_a_data_error(tmp_path):
 
 @pytest.mark.e2e
 def test_evaluate_a_real_generate_job(tmp_path):
-    from pipeline.generate import GenerateJob, run_job
+    from pipeline.generate.graph import GenerateJob, run_job
 
     out = str(tmp_path / "gen")
     run_job(GenerateJob(out=out, per_class=60, batch_size=128), ["--direct_running_mode=in_memory"])

@@ -9,11 +9,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.generate import GenerateJob, run_job
-from pipeline.readers import load_dataframe, load_parquet
-from pipeline.runners import make_runner
-from pipeline.samplers import build_sampler
-from pipeline.transforms import GenerateShards, plan_shard_tasks, plan_units
+from pipeline.generate.graph import GenerateJob, run_job
+from pipeline.dataset.readers import load_dataframe, load_parquet
+from pipeline.generate.runners import make_runner
+from pipeline.generate.samplers import build_sampler
+from pipeline.generate.transforms import GenerateShards, plan_shard_tasks, plan_units
 from vae_model.inference import BatchDecoder
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -117,7 +117,7 @@ def test_filtered_job_keeps_exact_counts_and_only_passing_records(filtered_job):
 
 def test_filtered_records_start_with_the_unfiltered_draws_that_pass(filtered_job, tmp_path):
     """Round 0 of a filtered unit is exactly the unfiltered job's draw, so the records that pass it come first."""
-    from pipeline.filtering import ClassifierFilter
+    from pipeline.generate.filter import ClassifierFilter
 
     out, m = filtered_job
     plain = tmp_path / "plain"

@@ -8,12 +8,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.generate import GenerateJob, run_job
-from pipeline.readers import load_parquet, load_table, read_manifest, tfrecord_dataset
-from pipeline.runners import make_runner
-from pipeline.samplers import build_sampler
-from pipeline.transforms import SampleLatents, WorkUnit, plan_units, spread_evenly
-from pipeline.verify import format_digests, verify_output
+from pipeline.generate.graph import GenerateJob, run_job
+from pipeline.dataset.readers import load_parquet, load_table, read_manifest, tfrecord_dataset
+from pipeline.generate.runners import make_runner
+from pipeline.generate.samplers import build_sampler
+from pipeline.generate.transforms import SampleLatents, WorkUnit, plan_units, spread_evenly
+from pipeline.dataset.verify import format_digests, verify_output
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -72,7 +72,7 @@ def test_readers_return_exactly_what_the_decoder_makes(tmp_path, bundled):
     from vae_model.inference import BatchDecoder
     out = tmp_path / "o"
     m = generate(out, per_class=70, classes=[2, 5], seed=11, shards=2)
-    from pipeline.generate import DEFAULT_SAMPLER, default_spread
+    from pipeline.generate.graph import DEFAULT_SAMPLER, default_spread
     assert m["sampler"] == DEFAULT_SAMPLER and m["config"]["spread"] == default_spread(DEFAULT_SAMPLER)
     sampler = build_sampler(DEFAULT_SAMPLER, bundled.latent_dim, False, bundled.stats(), default_spread(DEFAULT_SAMPLER))
     dec = BatchDecoder(bundled.decoder, 64)
@@ -107,7 +107,7 @@ def test_manifest_records_provenance_and_verifies(tmp_path, bundled):
 
 
 def test_class_stats_transform_matches_numpy(bundled):
-    from pipeline.class_stats import ComputeClassStats
+    from pipeline.generate.class_stats import ComputeClassStats
     from vae_model import latent_stats
     from vae_model.data import load_source
     from vae_model.inference import BatchEncoder

@@ -139,7 +139,7 @@ def test_a_conditional_vae_cannot_pseudo_label(tmp_path, tiny_conditional_dir):
 
 
 def test_train_classifier_with_synthetic_shards_records_them(tmp_path):
-    from pipeline.generate import GenerateJob, run_job
+    from pipeline.generate.graph import GenerateJob, run_job
     from vae_model.classifier import load_classifier
 
     gen = tmp_path / "gen"
@@ -170,7 +170,7 @@ def test_stats_pool_size_must_be_positive(tmp_path):
     (["--synthetic", "nowhere"], "manifest"),
 ])
 def test_train_classifier_synthetic_bad_input(tmp_path, monkeypatch, args, needle):
-    from pipeline.generate import GenerateJob, run_job
+    from pipeline.generate.graph import GenerateJob, run_job
 
     gen = tmp_path / "gen"
     run_job(GenerateJob(out=str(gen), per_class=5, classes=[1], batch_size=8, formats=["tfrecord"]), LOCAL)

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 
-from pipeline.records import (
+from pipeline.dataset.records import (
     RecordBatch,
     arrow_batches,
     arrow_schema,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import faults
+from pipeline.generate import faults
 from pipeline.cli import cli
-from pipeline.generate import GenerateJob, run_job
-from pipeline.readers import load_parquet, tfrecord_dataset
-from pipeline.verify import verify_output
+from pipeline.generate.graph import GenerateJob, run_job
+from pipeline.dataset.readers import load_parquet, tfrecord_dataset
+from pipeline.dataset.verify import verify_output
 from vae_model.errors import DataError
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]

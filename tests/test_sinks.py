@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.records import (
+from pipeline.dataset.records import (
     _empty_batch,
     arrow_batches,
     arrow_schema,
@@ -24,7 +24,7 @@ from pipeline.records import (
     parse_example_batches,
     to_arrow,
 )
-from pipeline.sinks import (
+from pipeline.generate.sinks import (
     ShardSplitAcrossBundles,
     WriteParquetShards,
     WriteTFRecordShards,
@@ -32,7 +32,7 @@ from pipeline.sinks import (
     read_shard_stats,
     shard_name,
 )
-from pipeline.runners import make_runner
+from pipeline.generate.runners import make_runner
 from tests.test_records import make_batch
 
 H, W, D = 8, 6, 3

@@ -11,11 +11,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import outdir
-from pipeline.generate import GenerateJob, run_job
-from pipeline.runners import make_runner
-from pipeline.samplers import build_sampler
-from pipeline.transforms import GenerateShards, ShardTask, WorkUnit, plan_shard_tasks, plan_units
+from pipeline.dataset import publish as outdir
+from pipeline.generate.graph import GenerateJob, run_job
+from pipeline.generate.runners import make_runner
+from pipeline.generate.samplers import build_sampler
+from pipeline.generate.transforms import GenerateShards, ShardTask, WorkUnit, plan_shard_tasks, plan_units
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -45,7 +45,7 @@ def _records(batches):
 
 
 def _decoded_by_hand(bundled, sampler, units, seed, capacity):
-    from pipeline.records import RecordBatch
+    from pipeline.dataset.records import RecordBatch
     from vae_model.inference import BatchDecoder
 
     dec = BatchDecoder(bundled.decoder, capacity)

@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import outdir
-from pipeline.class_stats import ComputeClassStats
-from pipeline.filtering import DEFAULT_MIN_CONFIDENCE, ClassifierFilter
-from pipeline.runners import make_runner, runner_description
-from pipeline.samplers import NEEDS_STATS, build_sampler
-from pipeline.sinks import WriteParquetShards, WriteTFRecordShards
-from pipeline.transforms import (MAX_FILTER_ROUNDS, GenerateShards, SummarizeRecords, plan_shard_tasks, plan_units,
+from pipeline.dataset import publish as outdir
+from pipeline.generate.class_stats import ComputeClassStats
+from pipeline.generate.filter import DEFAULT_MIN_CONFIDENCE, ClassifierFilter
+from pipeline.generate.runners import make_runner, runner_description, setup_file
+from pipeline.generate.samplers import NEEDS_STATS, build_sampler
+from pipeline.generate.sinks import WriteParquetShards, WriteTFRecordShards
+from pipeline.generate.transforms import (MAX_FILTER_ROUNDS, GenerateShards, SummarizeRecords, plan_shard_tasks, plan_units,
                                  spread_evenly)
 from vae_model import provenance
 from vae_model.classifier import CLASSIFIER
@@ -123,7 +123,7 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
         if job.gpu:
             args.append(f"--dataflow_service_options=worker_accelerator=type:{job.gpu};count:1;install-nvidia-driver")
         if not any(a.startswith("--setup_file") for a in args):
-            args.append(f"--setup_file={outdir.setup_file()}")
+            args.append(f"--setup_file={setup_file()}")
     else:
         if job.runner == "BundleBasedDirectRunner":
             args.append("--runner=BundleBasedDirectRunner")

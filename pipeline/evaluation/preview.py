@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.readers import load_parquet, read_manifest, tfrecord_dataset
+from pipeline.dataset.readers import load_parquet, read_manifest, tfrecord_dataset
 from vae_model import plots
 
 

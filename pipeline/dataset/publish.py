@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.readers import count_tfrecords
+from pipeline.dataset.readers import count_tfrecords
 from vae_model.errors import DataError, UsageError, UserError
 from vae_model.provenance import sha256_file
 
@@ -50,13 +50,6 @@ def summary_prefix(out: str) -> str:
 
 def default_shards(total: int) -> int:
     return max(1, min(256, math.ceil(total / 50_000)))
-
-
-def setup_file() -> str:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
-    if not os.path.exists(path):
-        raise UsageError("DataflowRunner needs the package staged: pass --setup_file=PATH/TO/vae-augment/setup.py")
-    return path
 
 
 def _read_json(path: str):
@@ -197,7 +190,7 @@ def _entry_from_stats(path: str, size: int, fmt: str, out: str, shards: int, sta
 
 
 def _shard_entries(out: str, formats, shards: int) -> list[dict]:
-    from pipeline.sinks import read_shard_stats
+    from pipeline.generate.sinks import read_shard_stats
 
     stats = read_shard_stats(shard_stats_dir(out))
     entries, unknown = [], []

@@ -28,8 +28,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.transforms.window import GlobalWindows
 
-from pipeline import faults
-from pipeline.records import RecordBatch, arrow_schema, encode_tfrecords, to_arrow
+from pipeline.generate import faults
+from pipeline.dataset.records import RecordBatch, arrow_schema, encode_tfrecords, to_arrow
 
 DEFAULT_FILE_PREFIX = "part"
 # Measured on decoded MNIST digits (README, Performance): snappy without dictionary encoding writes ~1.5x

@@ -131,7 +131,7 @@ def _parquet_batches(path: str, h: int, w: int):
 
 
 def _tfrecord_batches(path: str, h: int, w: int):
-    from pipeline.verify import read_shard
+    from pipeline.dataset.verify import read_shard
 
     try:
         for b in read_shard(path, "tfrecord", h, w):
@@ -142,7 +142,7 @@ def _tfrecord_batches(path: str, h: int, w: int):
 
 
 def read_synthetic(out_dir: str, manifest: dict, max_images: int, seed: int, real_digests: set[bytes]) -> _Synthetic:
-    from pipeline.readers import shard_paths
+    from pipeline.dataset.readers import shard_paths
 
     fmt = "parquet" if "parquet" in manifest.get("formats", []) else "tfrecord"
     h, w = int(manifest["height"]), int(manifest["width"])
@@ -276,7 +276,7 @@ def _cas(out_dir, manifest, syn: _Synthetic, clf, cfg, real_source, real_train, 
          verbose) -> dict:
     import dataclasses
 
-    from pipeline.readers import load_parquet, tfrecord_dataset
+    from pipeline.dataset.readers import load_parquet, tfrecord_dataset
     from vae_model.classifier import evaluate_accuracy, train_on_arrays, train_on_dataset
 
     classes = sorted(c for c in syn.counts if c >= 0)
@@ -455,7 +455,7 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
     training over the synthetic records (None = the classifier's config, 0 = skip CAS); `cas_max_steps` caps it.
     Returns the report dict.
     """
-    from pipeline.readers import read_manifest
+    from pipeline.dataset.readers import read_manifest
     from vae_model import provenance
     from vae_model.classifier import bundled_classifier_dir, load_classifier
 
@@ -549,7 +549,7 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
     report["created"] = provenance.utc_now()
     timings["metrics_total"] = round(time.time() - t_start, 1)
     if report_dir is not None:
-        from pipeline.report import write_report
+        from pipeline.evaluation.report import write_report
 
         t0 = time.time()
         log(f"writing {report_dir}/report.html ...")

@@ -22,8 +22,8 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pipeline import faults
-from pipeline.records import RecordBatch, _empty_batch, batch_digest, combine_digests
+from pipeline.generate import faults
+from pipeline.dataset.records import RecordBatch, _empty_batch, batch_digest, combine_digests
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "vae_augment"
@@ -356,7 +356,7 @@ class GenerateShards(beam.PTransform):
 
     The records equal SampleLatents | DecodeLatents on the same units; every shard's batches come from one
     element, hence one bundle, and an empty task yields one empty batch so its shard still gets a file.
-    With `record_filter` (a pipeline.filtering.ClassifierFilter) each unit keeps only candidates that pass it and
+    With `record_filter` (a pipeline.generate.filter.ClassifierFilter) each unit keeps only candidates that pass it and
     tops up from the unit's own generator (see _GenerateShardFn._make_filtered).
     """
 

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import outdir
-from pipeline.readers import read_manifest
+from pipeline.dataset import publish as outdir
+from pipeline.dataset.readers import read_manifest
 from vae_model.model_dir import read_bytes
-from pipeline.records import (RecordBatch, batch_digest, combine_digests, from_arrow, iter_tfrecord_file,
+from pipeline.dataset.records import (RecordBatch, batch_digest, combine_digests, from_arrow, iter_tfrecord_file,
                               parse_examples)
 
 _PARSE_CHUNK = 8192

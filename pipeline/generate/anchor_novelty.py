@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from pipeline.evaluate import nearest_neighbours
+from pipeline.evaluation.evaluate import nearest_neighbours
 from vae_model.errors import DataError, UsageError
 from vae_model.latent_stats import LatentStats
 

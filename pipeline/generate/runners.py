@@ -2,7 +2,11 @@
 DirectRunner ends up using for batch jobs, without first trying (and, offline, failing to download) Prism."""
 from __future__ import annotations
 
+import os
+
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from vae_model.errors import UsageError
 
 
 def is_dataflow(options: PipelineOptions) -> bool:
@@ -38,3 +42,10 @@ def runner_description(options: PipelineOptions) -> dict:
     d = options.view_as(DirectOptions)
     return {"runner": "DirectRunner (Beam FnApiRunner)", "direct_running_mode": d.direct_running_mode,
             "direct_num_workers": d.direct_num_workers}
+
+
+def setup_file() -> str:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "setup.py")
+    if not os.path.exists(path):
+        raise UsageError("DataflowRunner needs the package staged: pass --setup_file=PATH/TO/vae-augment/setup.py")
+    return path

@@ -110,7 +110,7 @@ class ComputeClassStats(beam.PTransform):
         `pool_per_class`: encodings kept per class for the posterior and gmm samplers (a keyed-hash sample)."""
         from apache_beam.options.pipeline_options import PipelineOptions
 
-        from pipeline.runners import make_runner
+        from pipeline.generate.runners import make_runner
         from vae_model.data import load_source
         from vae_model.errors import DataError, UsageError
 

@@ -1,0 +1,1 @@
+"""The generation job (Beam): see graph.build for the graph."""
