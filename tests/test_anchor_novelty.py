@@ -89,7 +89,7 @@ def test_bundled_pool_keeps_no_anchor_that_decodes_onto_a_training_one(bundled):
     from pipeline.evaluation.evaluate import nearest_neighbours
     from vae_model.data import load_source
     from vae_model.inference import BatchDecoder
-    from vae_model.provenance import sha256_file
+    from vae_model.artifacts import sha256_file
 
     meta = bundled.meta["latent_stats"]
     assert bundled.meta["sha256"]["latent_stats.npz"] == sha256_file(bundled.file("latent_stats.npz"))

@@ -64,7 +64,7 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 def test_train_classifier_writes_a_self_describing_directory(tiny_classifier_dir):
     import keras
 
-    from vae_model.provenance import sha256_file
+    from vae_model.artifacts import sha256_file
 
     assert sorted(os.listdir(tiny_classifier_dir)) == sorted([CLASSIFIER, CLASSIFIER_META])
     meta = json.loads(open(os.path.join(tiny_classifier_dir, CLASSIFIER_META)).read())

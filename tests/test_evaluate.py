@@ -16,7 +16,7 @@ from pipeline.dataset.records import RecordBatch, batch_digest, encode_tfrecords
 from pipeline.dataset.verify import verify_output
 from vae_model.data import load_source
 from vae_model.errors import DataError, ModelError, UsageError
-from vae_model.provenance import sha256_file
+from vae_model.artifacts import sha256_file
 
 REAL = "mnist?limit=2000"  # 2,000 train / 2,000 test real digits: small enough for seconds per evaluation
 FAST = {"cas_epochs": 0, "novelty_images": 500, "baseline_images": 500, "diversity_per_class": 50}

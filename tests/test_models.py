@@ -126,7 +126,7 @@ def test_moments_merge_is_exact_in_any_order():
 
 
 def test_short_training_lowers_loss_and_writes_a_complete_model_dir(tiny_model_dir):
-    from vae_model.provenance import sha256_file
+    from vae_model.artifacts import sha256_file
     meta = json.load(open(os.path.join(tiny_model_dir, "model.json")))
     hist = json.load(open(os.path.join(tiny_model_dir, "history.json")))
     assert meta["latent_dim"] == 2 and meta["conditional"] is False

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 
+from vae_model.artifacts import exists, join, read_bytes
 from vae_model.errors import ModelError
 from vae_model.latent_stats import LatentStats
 
@@ -18,24 +19,6 @@ ENCODER, DECODER, META, STATS, HISTORY = "encoder.keras", "decoder.keras", "mode
 def bundled_model_dir() -> str:
     """The pretrained MNIST model shipped inside the package."""
     return str(resources.files("vae_model") / "pretrained" / "mnist")
-
-
-def _fs():
-    from apache_beam.io.filesystems import FileSystems
-    return FileSystems
-
-
-def join(base: str, *parts: str) -> str:
-    return _fs().join(base, *parts) if "://" in base else os.path.join(base, *parts)
-
-
-def read_bytes(path: str) -> bytes:
-    with _fs().open(path) as f:
-        return f.read()
-
-
-def exists(path: str) -> bool:
-    return _fs().exists(path)
 
 
 @dataclass

@@ -144,7 +144,7 @@ def make_pseudo_labeled_source(source: str, classifier_dir: str | None, out: str
     """Pseudo-label `source` with a classifier directory and a VAE directory; write `out` (npz). Returns meta."""
     import time
 
-    from vae_model import provenance
+    from vae_model import artifacts
     from vae_model.classifier import load_classifier
     from vae_model.data import load_source
     from vae_model.inference import BatchEncoder
@@ -170,7 +170,7 @@ def make_pseudo_labeled_source(source: str, classifier_dir: str | None, out: str
             "classifier": clf.path, "classifier_id": clf.meta.get("classifier_id"),
             "classifier_sha256": clf.meta.get("sha256"), "neighbours": neighbours,
             "min_confidence": min_confidence, "seed": seed, **result.summary(clf.num_classes),
-            "seconds": round(time.time() - t0, 1), "command": provenance.command_line(argv),
-            "versions": provenance.versions(), "created": provenance.utc_now()}
+            "seconds": round(time.time() - t0, 1), "command": artifacts.command_line(argv),
+            "versions": artifacts.versions(), "created": artifacts.utc_now()}
     write_source(out, splits, result, meta)
     return meta

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_model import latent_stats, plots, provenance
+from vae_model import artifacts, latent_stats, plots
 from vae_model.config import Config
 from vae_model.data import Dataset, load_source
 from vae_model.errors import DataError, UsageError
@@ -117,9 +117,9 @@ def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> 
         with open(os.path.join(tmp, HISTORY), "w") as f:
             json.dump(hist, f, indent=1)
         files = sorted(n for n in os.listdir(tmp) if os.path.isfile(os.path.join(tmp, n)))
-        checks = {n: provenance.sha256_file(os.path.join(tmp, n)) for n in files}
+        checks = {n: artifacts.sha256_file(os.path.join(tmp, n)) for n in files}
         for n in sorted(os.listdir(os.path.join(tmp, "plots"))):
-            checks[f"plots/{n}"] = provenance.sha256_file(os.path.join(tmp, "plots", n))
+            checks[f"plots/{n}"] = artifacts.sha256_file(os.path.join(tmp, "plots", n))
         meta = {
             "name": cfg.name,
             "model_id": checks[DECODER][:16],
@@ -133,9 +133,9 @@ def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> 
             "metrics": metrics,
             "epochs_run": len(hist.get("loss", [])),
             "train_seconds": round(time.time() - t0, 1),
-            "command": provenance.command_line(argv),
-            "versions": provenance.versions(),
-            "created": provenance.utc_now(),
+            "command": artifacts.command_line(argv),
+            "versions": artifacts.versions(),
+            "created": artifacts.utc_now(),
             "sha256": checks,
         }
         with open(os.path.join(tmp, META), "w") as f:

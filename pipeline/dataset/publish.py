@@ -11,7 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset.readers import count_tfrecords
 from vae_model.errors import DataError, UsageError, UserError
-from vae_model.provenance import sha256_file
+from vae_model.artifacts import sha256_file
 
 MANIFEST = "manifest.json"
 JOB_MARKER = ".vae-augment-job"

@@ -11,7 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset import publish as outdir
 from pipeline.dataset.readers import read_manifest
-from vae_model.model_dir import read_bytes
+from vae_model.artifacts import read_bytes
 from pipeline.dataset.records import (RecordBatch, batch_digest, combine_digests, from_arrow, iter_tfrecord_file,
                               parse_examples)
 

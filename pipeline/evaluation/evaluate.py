@@ -456,7 +456,7 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
     Returns the report dict.
     """
     from pipeline.dataset.readers import read_manifest
-    from vae_model import provenance
+    from vae_model import artifacts
     from vae_model.classifier import bundled_classifier_dir, load_classifier
 
     log = log or (lambda msg: None)
@@ -544,9 +544,9 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
 
     report["notes"] = notes
     report["timings"] = timings
-    report["command"] = provenance.command_line(argv)
-    report["versions"] = provenance.versions()
-    report["created"] = provenance.utc_now()
+    report["command"] = artifacts.command_line(argv)
+    report["versions"] = artifacts.versions()
+    report["created"] = artifacts.utc_now()
     timings["metrics_total"] = round(time.time() - t_start, 1)
     if report_dir is not None:
         from pipeline.evaluation.report import write_report

@@ -20,7 +20,7 @@ from pipeline.generate.samplers import NEEDS_STATS, build_sampler
 from pipeline.generate.sinks import WriteParquetShards, WriteTFRecordShards
 from pipeline.generate.transforms import (MAX_FILTER_ROUNDS, GenerateShards, SummarizeRecords, plan_shard_tasks, plan_units,
                                  spread_evenly)
-from vae_model import provenance
+from vae_model import artifacts
 from vae_model.classifier import CLASSIFIER
 from vae_model.errors import UsageError
 from vae_model.model_dir import ModelDir
@@ -241,10 +241,10 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
             "height": md.image_shape[0],
             "width": md.image_shape[1],
             "latent_dim": md.latent_dim,
-            "command": provenance.command_line(argv),
+            "command": artifacts.command_line(argv),
             "config": {k: v for k, v in asdict(job).items()},
             "beam_args": list(beam_args),
-            "versions": provenance.versions(),
+            "versions": artifacts.versions(),
             "runner": runner_description(options),
             "elapsed_seconds": round(time.time() - t0, 3),
             "pipeline_seconds": round(elapsed, 3),

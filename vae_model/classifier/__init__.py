@@ -30,11 +30,11 @@ from importlib import resources
 import numpy as np
 import yaml
 
-from vae_model import provenance
+from vae_model import artifacts
 from vae_model.config import _build as _build_dataclass
 from vae_model.data import DataSplits, Dataset, load_source
 from vae_model.errors import ConfigError, DataError, ModelError, UsageError
-from vae_model.model_dir import exists, join, read_bytes
+from vae_model.artifacts import exists, join, read_bytes
 
 CLASSIFIER, CLASSIFIER_META = "classifier.keras", "classifier.json"
 SHUFFLE_BUFFER = 100_000  # examples; both training paths use min(n, this) so they shuffle identically
@@ -491,7 +491,7 @@ def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | 
         plain = build_classifier(train.image_shape, cfg)
         plain.set_weights(model.get_weights())
         plain.save(os.path.join(tmp, CLASSIFIER))
-        sha = provenance.sha256_file(os.path.join(tmp, CLASSIFIER))
+        sha = artifacts.sha256_file(os.path.join(tmp, CLASSIFIER))
         meta = {
             "name": cfg.name,
             "kind": "classifier",
@@ -509,9 +509,9 @@ def train_classifier(source_or_arrays, out_dir: str, config: ClassifierConfig | 
             "steps": info["steps"],
             "history": info["history"],
             "train_seconds": round(time.time() - t0, 1),
-            "command": provenance.command_line(argv),
-            "versions": provenance.versions(),
-            "created": provenance.utc_now(),
+            "command": artifacts.command_line(argv),
+            "versions": artifacts.versions(),
+            "created": artifacts.utc_now(),
             "sha256": {CLASSIFIER: sha},
         }
         with open(os.path.join(tmp, CLASSIFIER_META), "w") as f:
