@@ -9,10 +9,12 @@ setup(
     version="0.1.0",
     description="Batch data augmentation for image classifiers: a Keras VAE decoded by Apache Beam workers",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["vae_model", "vae_model.*", "pipeline", "pipeline.*"]),
+    # the repo's top-level configs/ ships inside the package as vae_model.configs (`--config NAME`)
+    packages=find_packages(include=["vae_model", "vae_model.*", "pipeline", "pipeline.*"]) + ["vae_model.configs"],
+    package_dir={"vae_model.configs": "configs"},
     package_data={"vae_model": ["pretrained/*/*.keras", "pretrained/*/*.json", "pretrained/*/*.npz",
                                 "pretrained/*/plots/*.png"],
-                  "pipeline": ["configs/*.yaml"]},
+                  "vae_model.configs": ["*.yaml"]},
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.16,<2.22",
@@ -32,5 +34,9 @@ setup(
         "gcp": ["apache-beam[gcp]>=2.60,<3"],
         "test": ["pytest>=8", "pytest-xdist>=3", "tensorflow-hub>=0.16"],
     },
-    entry_points={"console_scripts": ["vae-augment=pipeline.cli:main"]},
+    entry_points={
+        "console_scripts": ["vae-augment=pipeline.cli:main"],
+        # data-source kinds beyond vae_model's own (see vae_model/data/source.py); vae_model never imports pipeline
+        "vae_augment.sources": ["parquet = pipeline.dataset.source"],
+    },
 )

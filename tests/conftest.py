@@ -38,3 +38,30 @@ def tiny_conditional_dir(tmp_path_factory):
                                                    "model.hidden=[64]", "model.latent_dim=4"])
     train(cfg, str(out), verbose=0)
     return str(out)
+
+
+@pytest.fixture
+def model_copy(tmp_path, bundled):
+    """A writable copy of the bundled model directory."""
+    import shutil
+    dst = tmp_path / "model"
+    shutil.copytree(bundled.path, dst)
+    return dst
+
+
+@pytest.fixture
+def reseal():
+    """reseal(model_dir, name): record the current sha256 of the file `name` in model_dir/model.json, as training
+    would have, so a test can damage a file in ways the checksum alone does not catch."""
+    import hashlib
+    import json
+
+    def reseal(model_dir, name):
+        meta_path = os.path.join(model_dir, "model.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        with open(os.path.join(model_dir, name), "rb") as f:
+            meta["sha256"][name] = hashlib.sha256(f.read()).hexdigest()
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
+    return reseal

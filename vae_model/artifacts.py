@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shlex
@@ -16,6 +17,7 @@ from datetime import datetime, timezone
 from vae_model.errors import ModelError
 
 _PACKAGES = ("vae-augment", "tensorflow", "keras", "apache-beam", "numpy", "pyarrow", "click")
+BUNDLED = "bundled"  # names the shipped model or classifier wherever a directory is asked for (as None does)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -27,6 +29,11 @@ def _fs():
 
 def join(base: str, *parts: str) -> str:
     return _fs().join(base, *parts) if "://" in base else os.path.join(base, *parts)
+
+
+def resolve_dir(path: str | None, bundled_dir) -> str:
+    """`path`, or `bundled_dir()` (the shipped directory) for None or "bundled"."""
+    return bundled_dir() if path in (None, BUNDLED) else path
 
 
 def read_bytes(path: str) -> bytes:
@@ -45,6 +52,27 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_meta(path: str, meta_name: str, required: tuple, kind: str, command: str, option: str) -> dict:
+    """The JSON metadata file `meta_name` of the artifact directory `path`, with every `required` key (a name,
+    or a tuple of names for a nested key) present. ModelError naming the file and the fix otherwise; `kind`,
+    `command` and `option` say what the directory is, which command writes it and which option passes it."""
+    meta_path = join(path, meta_name)
+    if not exists(meta_path):
+        what = "does not exist" if not exists(path) else f"has no {meta_name}"
+        raise ModelError(f"{kind} directory {path} {what}; pass a directory written by `vae-augment {command}` "
+                         f"or omit {option} to use the bundled one")
+    try:
+        meta = json.loads(read_bytes(meta_path))
+        for key in required:
+            node = meta
+            for part in key if isinstance(key, tuple) else (key,):
+                node = node[part]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{meta_path} is not a valid {meta_name} ({type(e).__name__}: {e}); "
+                         f"retrain with `vae-augment {command}`") from None
+    return meta
 
 
 # ---------------------------------------------------------------------------------------------- provenance

@@ -1,11 +1,15 @@
-"""Typed model/training config loaded from YAML, with `--set key=value` overrides checked by type."""
+"""Typed configs loaded from YAML (a file or a bundled config by name), with `--set key=value` overrides checked
+by type. One loader serves the VAE config here and the classifier config (vae_model.classifier.config)."""
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import yaml
 
@@ -16,6 +20,7 @@ LOSSES = ("bce", "mse")
 OPTIMIZERS = ("adam", "rmsprop")
 INITIALIZERS = ("glorot_uniform", "variance_scaling", "he_normal")
 ACTIVATIONS = ("relu", "elu", "selu", "tanh", "gelu", "swish")
+T = typing.TypeVar("T")
 
 
 @dataclass
@@ -52,14 +57,18 @@ class TrainConfig:
     seed: int = 0
 
 
-@dataclass
-class Config:
-    name: str = "default"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class SectionedConfig:
+    """Base of the top-level configs: a name plus `model` and `train` sections, as in the YAML files."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class Config(SectionedConfig):
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
         m, t = self.model, self.train
@@ -163,43 +172,68 @@ def _build(cls, data: dict, prefix: str):
     return cls(**kwargs)
 
 
-def from_dict(data: dict) -> Config:
-    return _build(Config, data or {}, "").validate()
+# ---------------------------------------------------------------------------------------------- loading
+
+def dataclass_from_dict(cls: type[T], data: dict | None) -> T:
+    """Build the config dataclass `cls` from nested dicts, every value type-checked, then `validate()`d."""
+    return _build(cls, data or {}, "").validate()
 
 
-def load_config(path: str | None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Load a YAML config (None = built-in defaults) and apply `key=value` overrides."""
+def bundled_configs() -> dict[str, Traversable]:
+    """The YAML configs shipped with the package (the repo's configs/ folder), by name."""
+    root = resources.files("vae_model.configs")
+    return {p.name[:-len(".yaml")]: p for p in sorted(root.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".yaml")}
+
+
+def _read_config_text(path_or_name: str) -> str:
+    """A config file's text: an existing file, else the bundled config of that name (`default`, `default.yaml`)."""
+    if os.path.isfile(path_or_name):
+        with open(path_or_name, encoding="utf-8") as f:
+            return f.read()
+    bundled = bundled_configs()
+    name = path_or_name.removesuffix(".yaml")
+    if name in bundled:
+        return bundled[name].read_text(encoding="utf-8")
+    what = "is a directory" if os.path.isdir(path_or_name) else "does not exist"
+    raise ConfigError(f"config {path_or_name} {what}; pass a YAML file or a bundled config name: "
+                      f"{', '.join(bundled)}")
+
+
+def load_dataclass_config(cls: type[T], path_or_name: str | None, overrides: typing.Sequence[str] = ()) -> T:
+    """Load the config dataclass `cls` from a YAML file or bundled config name (None = the dataclass defaults),
+    apply `key=value` overrides, type-check every value and `validate()` the result."""
     data: dict = {}
-    if path is not None:
+    if path_or_name is not None:
+        text = _read_config_text(path_or_name)
         try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist; pass one of the files in configs/") from None
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
-            raise ConfigError(f"config file {path} is not valid YAML ({first}); fix the syntax") from None
+            raise ConfigError(f"config {path_or_name} is not valid YAML ({first}); fix the syntax") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at top level")
+            raise ConfigError(f"config {path_or_name} must hold a mapping at top level")
     for item in overrides:
-        apply_override(data, item)
+        apply_override(cls, data, item)
     try:
-        return from_dict(data)
+        return dataclass_from_dict(cls, data)
     except ConfigError as e:
-        where = f"config {path}" if path else "config"
+        where = f"config {path_or_name}" if path_or_name else "config"
         raise ConfigError(f"{where}: {e}") from None
 
 
-def apply_override(data: dict, item: str) -> None:
-    """Apply one `a.b=value` override; the value is parsed as YAML (so 2, 1e-3, [64, 32], true work)."""
+def apply_override(cls: type, data: dict, item: str) -> None:
+    """Apply one `a.b=value` override to the raw dict of config `cls`; the value is parsed as YAML (so 2, 1e-3,
+    [64, 32], true work). A bare field name goes to the one section of `cls` that has it."""
     key, sep, raw = item.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise ConfigError(f"--set {item!r} must look like key=value, e.g. --set train.epochs=5")
     parts = key.strip().split(".")
-    if len(parts) == 1:  # a bare field name: find the section that owns it
-        owners = [s for s in ("model", "train") if parts[0] in {f.name for f in dataclasses.fields(
-            ModelConfig if s == "model" else TrainConfig)}]
-        if parts[0] != "name" and len(owners) == 1:
+    if len(parts) == 1:
+        hints = typing.get_type_hints(cls)
+        owners = [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])
+                  and parts[0] in {g.name for g in dataclasses.fields(hints[f.name])}]
+        if parts[0] not in hints and len(owners) == 1:
             parts = [owners[0], parts[0]]
     try:
         value = yaml.safe_load(raw)
@@ -211,3 +245,12 @@ def apply_override(data: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {item!r}: {p} is not a section")
     node[parts[-1]] = value
+
+
+def from_dict(data: dict) -> Config:
+    return dataclass_from_dict(Config, data)
+
+
+def load_config(path_or_name: str | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """The VAE config: a YAML file or bundled name (None = built-in defaults) plus `key=value` overrides."""
+    return load_dataclass_config(Config, path_or_name, overrides)

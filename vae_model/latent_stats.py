@@ -9,7 +9,10 @@ import numpy as np
 
 from vae_model.errors import ModelError
 
-POSTERIOR_PER_CLASS = 1000  # label-preserving variations need real examples; cap keeps the file small
+POOL_PER_CLASS = 1000  # label-preserving variations need real examples; cap keeps the file small
+# the pool fields keep their old post_* keys on disk so the bundled latent_stats.npz and files written by
+# `stats` before the rename still load
+_POOL_KEYS = {"pool_labels": "post_labels", "pool_mu": "post_mu", "pool_logvar": "post_logvar"}
 
 
 class Moments:
@@ -79,9 +82,10 @@ class LatentStats:
     global_count: int
     global_mean: np.ndarray
     global_cov: np.ndarray
-    post_labels: np.ndarray | None = None   # (M,) labels of kept examples for the posterior sampler
-    post_mu: np.ndarray | None = None       # (M, d)
-    post_logvar: np.ndarray | None = None   # (M, d)
+    # the posterior pool: encodings of up to POOL_PER_CLASS labeled examples per class, for the posterior sampler
+    pool_labels: np.ndarray | None = None   # (M,)
+    pool_mu: np.ndarray | None = None       # (M, d)
+    pool_logvar: np.ndarray | None = None   # (M, d)
 
     @property
     def latent_dim(self) -> int:
@@ -94,16 +98,17 @@ class LatentStats:
         return int(hits[0])
 
     def to_bytes(self) -> bytes:
-        arrays = {k: v for k, v in self.__dict__.items() if v is not None}
+        arrays = {_POOL_KEYS.get(k, k): np.asarray(v) for k, v in self.__dict__.items() if v is not None}
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez(buf, **arrays)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "latent statistics") -> "LatentStats":
         try:
+            field_of = {disk: name for name, disk in _POOL_KEYS.items()}
             with np.load(io.BytesIO(data)) as z:
-                kw = {k: z[k] for k in z.files}
+                kw = {field_of.get(k, k): z[k] for k in z.files}
             kw["global_count"] = int(kw["global_count"])
             return cls(**kw)
         except (ValueError, KeyError, TypeError, OSError) as e:
@@ -136,9 +141,9 @@ def compute(mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray, seed: int =
     picks = []
     for c in stats.classes:
         idx = np.flatnonzero(labels == c)
-        picks.append(np.sort(rng.permutation(idx)[:POSTERIOR_PER_CLASS]))
+        picks.append(np.sort(rng.permutation(idx)[:POOL_PER_CLASS]))
     picks = np.concatenate(picks)
-    stats.post_labels = labels[picks].astype(np.int64)
-    stats.post_mu = mu[picks].astype(np.float32)
-    stats.post_logvar = log_var[picks].astype(np.float32)
+    stats.pool_labels = labels[picks].astype(np.int64)
+    stats.pool_mu = mu[picks].astype(np.float32)
+    stats.pool_logvar = log_var[picks].astype(np.float32)
     return stats

@@ -2,18 +2,17 @@
 plots/. Loaded through Beam's FileSystems so `gs://` directories work too."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 
+from vae_model import artifacts
 from vae_model.artifacts import exists, join, read_bytes
 from vae_model.errors import ModelError
 from vae_model.latent_stats import LatentStats
 
-ENCODER, DECODER, META, STATS, HISTORY = "encoder.keras", "decoder.keras", "model.json", "latent_stats.npz", "history.json"
+ENCODER, DECODER, META = "encoder.keras", "decoder.keras", "model.json"
+STATS, HISTORY = "latent_stats.npz", "history.json"
 
 
 def bundled_model_dir() -> str:
@@ -28,19 +27,11 @@ class ModelDir:
 
     @classmethod
     def open(cls, path: str | None) -> "ModelDir":
-        path = path or bundled_model_dir()
-        meta_path = join(path, META)
-        if not exists(meta_path):
-            what = "does not exist" if not exists(path) else f"has no {META}"
-            raise ModelError(f"model directory {path} {what}; pass a directory written by `vae-augment train` "
-                             "or omit --model to use the bundled one")
-        try:
-            meta = json.loads(read_bytes(meta_path))
-            for key in ("latent_dim", "conditional", "image_shape", "model_id", "num_classes"):
-                meta[key]
-        except (ValueError, KeyError) as e:
-            raise ModelError(f"{meta_path} is not a valid model.json ({type(e).__name__}: {e}); "
-                             "retrain with `vae-augment train`") from None
+        """A model directory (local or gs://); None or "bundled" = the shipped MNIST model."""
+        path = artifacts.resolve_dir(path, bundled_model_dir)
+        meta = artifacts.read_meta(path, META, ("latent_dim", "conditional", "image_shape", "model_id",
+                                                "num_classes", ("sha256", ENCODER), ("sha256", DECODER)),
+                                   "model", "train", "--model")
         return cls(path, meta)
 
     @property
@@ -68,28 +59,11 @@ class ModelDir:
         return join(self.path, name)
 
     def load_keras(self, name: str, role: str):
-        """Load encoder/decoder with plain keras; check it has the role's input signature."""
-        import keras
-
+        """Load encoder/decoder with plain keras after checking its sha256 against model.json; check it has the
+        role's input signature."""
         path = self.file(name)
-        if not exists(path):
-            raise ModelError(f"{path} is missing; the model directory is incomplete, retrain or re-copy it")
-        local = path
-        tmp = None
-        if "://" in path:
-            tmp = tempfile.NamedTemporaryFile(suffix=".keras", delete=False)
-            tmp.write(read_bytes(path))
-            tmp.close()
-            local = tmp.name
-        try:
-            model = keras.models.load_model(local, compile=False)
-        except Exception as e:  # keras raises many types for a damaged zip/h5
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise ModelError(f"{path} could not be loaded as a Keras model ({first}); "
-                             "the file is truncated or corrupt: retrain or re-copy the model directory") from None
-        finally:
-            if tmp:
-                os.unlink(tmp.name)
+        model = artifacts.load_keras(path, self.meta["sha256"][name], META,
+                                     "retrain or re-copy the model directory")
         first_in = model.inputs[0].shape
         if role == "decoder":
             ok = len(first_in) == 2 and first_in[-1] == self.latent_dim and len(model.outputs) == 1

@@ -72,3 +72,16 @@ def manifold_grid(decode, path: str, n: int = 20):
     q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], dtype=np.float32)
     zz = np.stack(np.meshgrid(q, q[::-1]), axis=-1).reshape(-1, 2)
     save_image(tile(decode(zz), n, n), path, "latent manifold (2-D)")
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, per_class: int, path: str, title: str) -> list[int]:
+    """Save a mosaic with a row per label (ascending; -1 = unlabeled), the first `per_class` images of each, short
+    rows padded black. The title is `title` followed by the row names. Returns the labels, one per row."""
+    classes = sorted(set(np.asarray(labels).tolist()))
+    rows = [images[labels == c][:per_class] for c in classes]
+    cells = np.zeros((len(classes) * per_class,) + images.shape[1:], np.uint8)
+    for r, picked in enumerate(rows):
+        cells[r * per_class:r * per_class + len(picked)] = picked
+    names = ", ".join("unlabeled" if c < 0 else str(c) for c in classes)
+    save_image(tile(cells, len(classes), per_class), path, title + names)
+    return classes

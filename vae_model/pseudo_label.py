@@ -2,11 +2,10 @@
 
 A classifier trained on the few labeled rows calls each unlabeled image; its class probabilities are then
 averaged over the image's nearest neighbours in the VAE's latent space. The VAE was trained on every image,
-labeled or not, so its latent neighbourhoods follow the classes of the unlabeled data too: on MNIST with 100
-labels per class, averaging over 10 latent neighbours lifts the pseudo-label accuracy of a 96.1% classifier
-to 97.5%. Rows kept at an averaged confidence >= 0.9 are 99.8% right, at >= 0.5 (the default) 98.0% but
-with 99% of the rows kept instead of 86%: for augmentation the coverage of hard digits is worth more than the
-last errors (benchmarks/low_data.py, README "Low-data augmentation experiment").
+labeled or not, so its latent neighbourhoods follow the classes of the unlabeled data too, and the average is
+right more often than the classifier alone. The default threshold is low because for augmentation the coverage
+of hard digits is worth more than the last errors (measured in benchmarks/low_data.py; README "Low-data
+augmentation experiment").
 
 The labeled rows keep their own labels and count as one-hot votes for their neighbours. Rows whose averaged
 confidence stays below the threshold stay unlabeled (-1). Everything is batched: one encoder pass, one
@@ -26,7 +25,7 @@ from vae_model.data import Dataset, DataSplits
 from vae_model.errors import DataError, UsageError
 
 DEFAULT_NEIGHBOURS = 10
-DEFAULT_MIN_CONFIDENCE = 0.5  # benchmarks/low_data.py, conv VAE: chosen on validation among 0.9, 0.7, 0.5
+DEFAULT_PSEUDO_LABEL_CONFIDENCE = 0.5  # chosen on validation in benchmarks/low_data.py
 _QUERY_CHUNK = 8192  # k-NN queries per chunk: keeps the index arrays small whatever the data size
 
 
@@ -90,7 +89,7 @@ def assign(smoothed: np.ndarray, labels: np.ndarray, min_confidence: float) -> P
 
 
 def pseudo_label(train: Dataset, encode, classify, neighbours: int = DEFAULT_NEIGHBOURS,
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> PseudoLabels:
+                 min_confidence: float = DEFAULT_PSEUDO_LABEL_CONFIDENCE) -> PseudoLabels:
     """`encode(images) -> (mu, logvar)` and `classify(images) -> probabilities`, both batched."""
     check_params(neighbours, min_confidence)
     if not (train.labels < 0).any():
@@ -139,9 +138,11 @@ def read_meta(path: str) -> dict | None:
 
 
 def make_pseudo_labeled_source(source: str, classifier_dir: str | None, out: str, model_path: str | None = None,
-                               neighbours: int = DEFAULT_NEIGHBOURS, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                               seed: int = 0, argv=None) -> dict:
-    """Pseudo-label `source` with a classifier directory and a VAE directory; write `out` (npz). Returns meta."""
+                               neighbours: int = DEFAULT_NEIGHBOURS,
+                               min_confidence: float = DEFAULT_PSEUDO_LABEL_CONFIDENCE, seed: int = 0,
+                               argv=None) -> dict:
+    """Pseudo-label `source` with a classifier directory and a VAE directory (None or "bundled" = the shipped
+    ones); write `out` (npz). Returns meta."""
     import time
 
     from vae_model import artifacts

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
-import tempfile
 import time
 
 import keras
@@ -17,7 +14,6 @@ from vae_model.config import Config
 from vae_model.data import Dataset, load_source
 from vae_model.errors import DataError, UsageError
 from vae_model.inference import BatchDecoder, BatchEncoder
-from vae_model.losses import kl_divergence, reconstruction_loss
 from vae_model.model_dir import DECODER, ENCODER, HISTORY, META, STATS
 from vae_model.models import build_vae
 
@@ -92,11 +88,7 @@ def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> 
                       epochs=cfg.train.epochs, callbacks=callbacks, verbose=verbose)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-model-", dir=parent)
-    try:
+    with artifacts.atomic_directory(out_dir, "model") as tmp:
         metrics = {}
         if splits.test is not None and len(splits.test):
             metrics["test"] = evaluate_elbo(vae, splits.test, cfg)
@@ -116,10 +108,7 @@ def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> 
         _write_plots(tmp, vae, cfg, splits, hist, encoder, stats)
         with open(os.path.join(tmp, HISTORY), "w") as f:
             json.dump(hist, f, indent=1)
-        files = sorted(n for n in os.listdir(tmp) if os.path.isfile(os.path.join(tmp, n)))
-        checks = {n: artifacts.sha256_file(os.path.join(tmp, n)) for n in files}
-        for n in sorted(os.listdir(os.path.join(tmp, "plots"))):
-            checks[f"plots/{n}"] = artifacts.sha256_file(os.path.join(tmp, "plots", n))
+        checks = artifacts.checksums(tmp)
         meta = {
             "name": cfg.name,
             "model_id": checks[DECODER][:16],
@@ -140,13 +129,6 @@ def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> 
         }
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(meta, f, indent=2)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 

