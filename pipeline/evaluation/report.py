@@ -1,7 +1,8 @@
 """The evaluation report: report.json plus one self-contained report.html (inline CSS, every picture embedded as
 a base64 PNG; nothing is loaded from elsewhere), and the PNG files themselves under figures/.
 
-The directory is written atomically: a temporary sibling directory, then a rename over the old report.
+The directory is written atomically (vae_model.artifacts.atomic_directory): everything goes to a temporary
+sibling, which replaces the old report only once complete, so a failure leaves the old report as it was.
 """
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
-from vae_model import plots
+from vae_model import artifacts, plots
 
 REPORT_JSON, REPORT_HTML, FIGURES = "report.json", "report.html", "figures"
 GRID_PER_CLASS, WORST_PER_CLASS, SCATTER_POINTS = 12, 8, 5000
@@ -41,21 +40,6 @@ def jsonable(obj):
 
 
 # ---------------------------------------------------------------------------------------------- figures
-
-def _class_rows(images, labels, per_row):
-    rows, names = [], []
-    for c in sorted(set(labels.tolist())):
-        picked = images[labels == c][:per_row]
-        rows.append(np.concatenate([picked, np.zeros((per_row - len(picked),) + images.shape[1:], np.uint8)]))
-        names.append(c)
-    return rows, names
-
-
-def _sample_grid(syn, path):
-    rows, names = _class_rows(syn.images, syn.labels, GRID_PER_CLASS)
-    title = "a row per class: " + ", ".join("unlabeled" if c < 0 else str(c) for c in names)
-    plots.save_image(plots.tile(np.concatenate(rows), len(rows), GRID_PER_CLASS), path, title)
-
 
 def _annotated_mosaic(images, rows, cols, captions, colors, title, path):
     """One imshow of the tiled images with a caption above each cell (fast: no subplot per image)."""
@@ -150,7 +134,7 @@ def draw_figures(fig_dir: str, pictures: dict) -> dict[str, str]:
         made[name] = f"{name}.png"
         return os.path.join(fig_dir, made[name])
 
-    _sample_grid(syn, out("samples"))
+    plots.class_grid(syn.images, syn.labels, GRID_PER_CLASS, out("samples"), "a row per class: ")
     if not _worst_grid(syn, fid, out("worst_fidelity")):
         made.pop("worst_fidelity")
     if not _latent_scatter(syn, out("latent_scatter")):
@@ -339,11 +323,7 @@ def render_html(report: dict, figures: dict[str, bytes]) -> str:
 
 def write_report(report_dir: str, report: dict, pictures: dict) -> dict[str, str]:
     """Draw the figures and write report.json, report.html and figures/ into report_dir atomically."""
-    report_dir = os.path.abspath(report_dir)
-    parent = os.path.dirname(report_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-report-", dir=parent)
-    try:
+    with artifacts.atomic_directory(report_dir, kind="report") as tmp:
         made = draw_figures(os.path.join(tmp, FIGURES), pictures)
         report["figures"] = {name: f"{FIGURES}/{fname}" for name, fname in made.items()}
         data = jsonable(report)
@@ -355,11 +335,4 @@ def write_report(report_dir: str, report: dict, pictures: dict) -> dict[str, str
                 figures[name] = f.read()
         with open(os.path.join(tmp, REPORT_HTML), "w", encoding="utf-8") as f:
             f.write(render_html(data, figures))
-        if os.path.exists(report_dir):
-            shutil.rmtree(report_dir)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, report_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report["figures"]
