@@ -2,23 +2,15 @@
 after every shard is finalized (so readers, which go through the manifest, never see partial data)."""
 from __future__ import annotations
 
-import json
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.dataset.readers import count_tfrecords
-from vae_model.errors import DataError, UsageError, UserError
+from pipeline.dataset import layout
+from pipeline.dataset.tfrecord import count_tfrecords
 from vae_model.artifacts import sha256_file
-
-MANIFEST = "manifest.json"
-JOB_MARKER = ".vae-augment-job"
-SUMMARY_DIR = ".vae-augment-summary"
-SHARD_DIRS = {"parquet": "parquet", "tfrecord": "tfrecord"}
-SUFFIX = {"parquet": ".parquet", "tfrecord": ".tfrecord"}
-FORMAT_VERSION = 1
+from vae_model.errors import DataError, UsageError, UserError
 
 
 class JobFailed(UserError):
@@ -36,71 +28,30 @@ class JobFailed(UserError):
                          "fix the cause and re-run the same command")
 
 
-def join(*parts: str) -> str:
-    return FileSystems.join(*parts)
-
-
-def shard_dir(out: str, fmt: str) -> str:
-    return join(out, SHARD_DIRS[fmt])
-
-
-def summary_prefix(out: str) -> str:
-    return join(out, SUMMARY_DIR, "summary.json")
-
-
-def default_shards(total: int) -> int:
-    return max(1, min(256, math.ceil(total / 50_000)))
-
-
-def _read_json(path: str):
-    with FileSystems.open(path) as f:
-        return json.loads(f.read())
-
-
-def _write_text(path: str, text: str):
-    tmp = path + ".tmp"
-    with FileSystems.create(tmp) as f:
-        f.write(text.encode())
-    FileSystems.rename([tmp], [path])
-
-
 def _delete(paths):
     paths = [p for p in paths if FileSystems.exists(p)]
     if paths:
         FileSystems.delete(paths)
 
 
-def _shard_dirs(out):
-    return [join(out, d) for d in SHARD_DIRS.values()]
-
-
 def prepare(out: str, fingerprint: str, overwrite: bool) -> None:
     """Make `out` ready for this job, or refuse (UsageError) when it holds another job's data."""
     if "://" not in out and os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; give a directory path")
-    manifest, marker = join(out, MANIFEST), join(out, JOB_MARKER)
-    has_data = FileSystems.exists(manifest) or any(FileSystems.exists(d) for d in _shard_dirs(out))
-    if has_data and not overwrite:
-        owner = None
-        for path, key in ((manifest, "fingerprint"), (marker, "fingerprint")):
-            if FileSystems.exists(path):
-                try:
-                    owner = _read_json(path).get(key)
-                except ValueError:
-                    owner = None
-                break
-        if owner != fingerprint:
-            raise UsageError(f"--out {out} already holds another job's manifest or shards; "
-                             "pass --overwrite to replace them or choose an empty directory")
+    manifest = layout.manifest_path(out)
+    has_data = FileSystems.exists(manifest) or any(FileSystems.exists(d) for d in layout.shard_dirs(out))
+    if has_data and not overwrite and layout.owner_fingerprint(out) != fingerprint:
+        raise UsageError(f"--out {out} already holds another job's manifest or shards; "
+                         "pass --overwrite to replace them or choose an empty directory")
     # The old manifest goes first: a crash after this point never leaves it describing new files.
     _delete([manifest])
-    _delete(_shard_dirs(out) + [join(out, SUMMARY_DIR)])
+    _delete(layout.shard_dirs(out) + [layout.summary_dir(out)])
     try:
         FileSystems.mkdirs(out)
     except (IOError, OSError):
         pass  # exists already
     try:
-        _write_text(marker, json.dumps({"fingerprint": fingerprint}))
+        layout.write_job_marker(out, fingerprint)
     except (IOError, OSError) as e:
         raise UsageError(f"--out {out} is not writable ({type(e).__name__}: {e}); "
                          "choose a directory you can write to") from None
@@ -109,67 +60,39 @@ def prepare(out: str, fingerprint: str, overwrite: bool) -> None:
 def abandon(out: str) -> None:
     """After a failed run: drop shards, Beam temp dirs and the summary so nothing partial is left."""
     try:
-        _delete(_shard_dirs(out) + [join(out, SUMMARY_DIR), join(out, MANIFEST)])
+        _delete(layout.shard_dirs(out) + [layout.summary_dir(out), layout.manifest_path(out)])
     except (IOError, OSError):
         pass
 
 
-TEMP_PREFIXES = ("beam-temp-", ".temp-")
-
-
-def list_entries(directory: str) -> list[str]:
-    """Top-level entries (files and folders, empty ones included) of a local or remote directory."""
-    if "://" not in directory:
-        return sorted(os.path.join(directory, n) for n in os.listdir(directory)) if os.path.isdir(directory) else []
-    tops = set()
-    for m in FileSystems.match([join(directory, "**")])[0].metadata_list:
-        rest = m.path[len(directory.rstrip("/")) + 1:]
-        tops.add(join(directory, rest.split("/")[0]))
-    return sorted(tops)
-
-
 def remove_temp_leftovers(out: str) -> list[str]:
     """Delete Beam temp dirs still present after a successful job (replayed bundles can leave some)."""
-    temps = [p for d in _shard_dirs(out) for p in list_entries(d)
-             if os.path.basename(p.rstrip("/")).startswith(TEMP_PREFIXES)]
+    temps = [p for d in layout.shard_dirs(out) for p in layout.list_entries(d)
+             if os.path.basename(p.rstrip("/")).startswith(layout.TEMP_PREFIXES)]
     _delete(temps)
     return temps
 
 
-def shard_stats_dir(out: str) -> str:
-    """Where the sinks leave one small JSON per written shard (rows, bytes, sha256); removed by finalize."""
-    return join(out, SUMMARY_DIR, "shards")
-
-
 def _match_shards(out: str, fmt: str, shards: int):
-    pattern = join(out, SHARD_DIRS[fmt], f"part-*-of-{shards:05d}{SUFFIX[fmt]}")
-    return sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
-
-
-def list_shards(out: str, fmt: str, shards: int) -> list[str]:
-    return [m.path for m in _match_shards(out, fmt, shards)]
-
-
-def _relative(path: str, out: str) -> str:
-    return path[len(out):].lstrip("/") if path.startswith(out) else path
+    return sorted(FileSystems.match([layout.shard_pattern(out, fmt, shards)])[0].metadata_list,
+                  key=lambda m: m.path)
 
 
 def shard_info(path: str, fmt: str, out: str) -> dict:
     """Rows, bytes and sha256 of a shard by reading it back (the fallback when the sink left no stats)."""
     size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    try:
         with FileSystems.open(path) as f:
-            rows = pq.ParquetFile(f).metadata.num_rows
-    else:
-        with FileSystems.open(path) as f:
-            rows = count_tfrecords(f)
-    return {"path": _relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size),
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+                rows = pq.ParquetFile(f).metadata.num_rows
+            else:
+                rows = count_tfrecords(f)
+    except ValueError as e:  # pyarrow's ArrowInvalid is a ValueError too
+        raise DataError(f"{path}: unreadable {fmt} shard ({str(e).splitlines()[0][:200]}); nothing was "
+                        "published, re-run the job") from None
+    return {"path": layout.relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size),
             "sha256": sha256_file(path)}
-
-
-def _shard_number(path: str) -> int:
-    return int(os.path.basename(path).split("-")[1])
 
 
 def _entry_from_stats(path: str, size: int, fmt: str, out: str, shards: int, stats: list[dict]):
@@ -178,7 +101,7 @@ def _entry_from_stats(path: str, size: int, fmt: str, out: str, shards: int, sta
     A shard's bytes are a pure function of the job, so replayed bundles leave identical stats files; any
     disagreement, or a size that differs from the file's, means we read the file instead.
     """
-    shard = _shard_number(path)
+    shard = layout.shard_number(path)
     found = {(s["rows"], s["bytes"], s["sha256"]) for s in stats
              if s.get("format") == fmt and s.get("shard") == shard and s.get("num_shards") == shards}
     if len(found) != 1:
@@ -186,13 +109,12 @@ def _entry_from_stats(path: str, size: int, fmt: str, out: str, shards: int, sta
     rows, nbytes, sha = found.pop()
     if nbytes != size:
         return None
-    return {"path": _relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size), "sha256": sha}
+    return {"path": layout.relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size),
+            "sha256": sha}
 
 
 def _shard_entries(out: str, formats, shards: int) -> list[dict]:
-    from pipeline.generate.sinks import read_shard_stats
-
-    stats = read_shard_stats(shard_stats_dir(out))
+    stats = layout.read_shard_stats(layout.shard_stats_dir(out))
     entries, unknown = [], []
     for fmt in formats:
         for m in _match_shards(out, fmt, shards):  # existence + size: one listing per format
@@ -209,7 +131,9 @@ def _shard_entries(out: str, formats, shards: int) -> list[dict]:
 
 
 def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict) -> dict:
-    summary = _read_json(summary_prefix(out))
+    """Check the job's summary and shards against the plan, then publish the manifest; DataError (and nothing
+    published) when they disagree."""
+    summary = layout.read_summary(out)
     expected = {str(c): n for c, n in sorted(counts.items())}
     total = sum(counts.values())
     if summary["total"] != total or summary["per_class"] != expected:
@@ -225,7 +149,7 @@ def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict)
             raise DataError(f"{fmt} shards in {out} hold {rows} records in {n} files, expected {total} in "
                             f"{shards}; nothing was published, re-run the job")
     manifest = {
-        "format_version": FORMAT_VERSION,
+        "format_version": layout.FORMAT_VERSION,
         "total": total,
         "per_class": expected,
         "dataset_digest": summary["digest"],
@@ -241,6 +165,6 @@ def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict)
                               "acceptance": round(sum(v["passed"] for v in per.values()) / drawn, 6),
                               "per_class": per}
     manifest["images_per_second"] = round(total / max(info["elapsed_seconds"], 1e-9), 1)
-    _delete([join(out, SUMMARY_DIR)])
-    _write_text(join(out, MANIFEST), json.dumps(manifest, indent=1))
+    _delete([layout.summary_dir(out)])
+    layout.write_manifest(out, manifest)
     return manifest

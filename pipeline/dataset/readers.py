@@ -2,34 +2,21 @@
 files are never read. Paths may be local or gs://."""
 from __future__ import annotations
 
-import json
-import struct
-
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.dataset import layout
+from pipeline.dataset.arrow import images_from_column
+from pipeline.dataset.layout import read_manifest
 from vae_model.errors import DataError
 
-MANIFEST = "manifest.json"
-
-
-def read_manifest(out_dir: str) -> dict:
-    path = FileSystems.join(out_dir, MANIFEST)
-    if not FileSystems.exists(path):
-        raise DataError(f"{out_dir} has no {MANIFEST}: it is not a finished `vae-augment generate` output "
-                        "(the job failed or is still running); re-run generate or pass the right directory")
-    try:
-        with FileSystems.open(path) as f:
-            manifest = json.loads(f.read())
-        manifest["shards"], manifest["height"], manifest["width"]
-    except (ValueError, KeyError) as e:
-        raise DataError(f"{path} is not a valid manifest ({type(e).__name__}: {e}); re-run generate") from None
-    return manifest
+__all__ = ["load_dataframe", "load_parquet", "load_table", "read_manifest", "shard_paths",
+           "synthetic_training_stream", "tfrecord_dataset"]
 
 
 def shard_paths(out_dir: str, fmt: str, manifest: dict | None = None) -> list[str]:
     manifest = manifest or read_manifest(out_dir)
-    paths = [FileSystems.join(out_dir, s["path"]) for s in manifest["shards"] if s["format"] == fmt]
+    paths = [layout.join(out_dir, s["path"]) for s in manifest["shards"] if s["format"] == fmt]
     if not paths:
         raise DataError(f"{out_dir} has no {fmt} shards (formats written: {', '.join(manifest.get('formats', []))});"
                         f" re-run generate with --formats {fmt}")
@@ -67,11 +54,7 @@ def load_parquet(out_dir: str, verify: bool = False) -> tuple[np.ndarray, np.nda
     """(images uint8 N x H x W, labels int64 N), in shard order."""
     manifest = read_manifest(out_dir)
     table = load_table(out_dir, columns=["image", "label"], verify=verify)
-    h, w = int(manifest["height"]), int(manifest["width"])
-    col = table.column("image").combine_chunks()
-    offsets = np.frombuffer(col.buffers()[1], np.int32, len(col) + 1, col.offset * 4)
-    data = np.frombuffer(col.buffers()[2], np.uint8)
-    images = data[offsets[0]:offsets[-1]].reshape(len(col), h, w)
+    images = images_from_column(table.column("image"), manifest["height"], manifest["width"])
     return images.copy(), table.column("label").to_numpy().astype(np.int64)
 
 
@@ -82,7 +65,7 @@ def tfrecord_dataset(out_dir: str, batch_size: int | None = None, parallel: int 
 
     _verify_first(out_dir, verify)
     manifest = read_manifest(out_dir)
-    h, w = int(manifest["height"]), int(manifest["width"])
+    h, w = manifest["height"], manifest["width"]
     paths = shard_paths(out_dir, "tfrecord", manifest)
     autotune = parallel or tf.data.AUTOTUNE
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
@@ -101,15 +84,17 @@ def tfrecord_dataset(out_dir: str, batch_size: int | None = None, parallel: int 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def count_tfrecords(fileobj) -> int:
-    """Count records by walking the length headers (no CRC or payload read)."""
-    n = 0
-    while True:
-        head = fileobj.read(12)
-        if not head:
-            return n
-        if len(head) < 12:
-            raise DataError("truncated TFRecord header")
-        (length,) = struct.unpack("<Q", head[:8])
-        fileobj.seek(length + 4, 1)
-        n += 1
+def synthetic_training_stream(out_dir: str, num_classes: int):
+    """(tf.data.Dataset of (image, label) from the TFRecord shards, info for classifier.json) of a generate output
+    used as extra classifier training data; DataError when its labels cannot train a `num_classes` classifier."""
+    m = read_manifest(out_dir)
+    labels = [int(c) for c in m.get("per_class", {}) if int(c) >= 0]
+    if not labels:
+        raise DataError(f"{out_dir} has no labeled records (prior samples without a filter), so it cannot train a "
+                        "classifier; generate with a class sampler or --filter-classifier")
+    if max(labels) >= num_classes:
+        raise DataError(f"{out_dir} has label {max(labels)} but the classifier has {num_classes} classes; "
+                        "raise model.num_classes")
+    info = {"dir": out_dir, "dataset_digest": m.get("dataset_digest"), "records": m.get("total"),
+            "image_shape": [m["height"], m["width"]]}
+    return tfrecord_dataset(out_dir), info

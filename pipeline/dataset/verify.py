@@ -3,42 +3,44 @@ recompute the dataset digest from what is actually on disk, per format."""
 from __future__ import annotations
 
 import hashlib
+import io
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.dataset import publish as outdir
-from pipeline.dataset.readers import read_manifest
+from pipeline.dataset import layout
+from pipeline.dataset.arrow import arrow_batches
+from pipeline.dataset.batch import RecordBatch
+from pipeline.dataset.digest import batch_digest, combine_digests
+from pipeline.dataset.example import parse_example_batches
+from pipeline.dataset.tfrecord import iter_tfrecord_file
 from vae_model.artifacts import read_bytes
-from pipeline.dataset.records import (RecordBatch, batch_digest, combine_digests, from_arrow, iter_tfrecord_file,
-                              parse_examples)
 
-_PARSE_CHUNK = 8192
+_PARSE_CHUNK = 8192  # TFRecord records per tf.io.parse_example call
+_PARQUET_CHUNK = 65536
 
 
 def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None = None):
-    """Yield RecordBatches of one shard; ValueError on corrupt files."""
-    import io
-
+    """Yield RecordBatches of one shard (one per run of sampler/model_id/seed in each chunk read); ValueError on
+    corrupt files."""
     data = read_bytes(path) if data is None else data
     if fmt == "parquet":
         try:
             table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"not a readable Parquet file ({e})") from None
-        for i in range(0, table.num_rows, 65536):
-            yield from_arrow(table.slice(i, 65536), height, width)
+        for i in range(0, table.num_rows, _PARQUET_CHUNK):
+            yield from arrow_batches(table.slice(i, _PARQUET_CHUNK), height, width)
         return
     chunk = []
     for rec in iter_tfrecord_file(io.BytesIO(data)):
         chunk.append(rec)
         if len(chunk) == _PARSE_CHUNK:
-            yield parse_examples(chunk, height, width)
+            yield from parse_example_batches(chunk, height, width)
             chunk = []
-    if chunk:
-        yield parse_examples(chunk, height, width)
+    yield from parse_example_batches(chunk, height, width)
 
 
 def _check_batch(b: RecordBatch, manifest: dict, where: str) -> list[str]:
@@ -59,13 +61,13 @@ def _check_batch(b: RecordBatch, manifest: dict, where: str) -> list[str]:
 
 def verify_output(out_dir: str) -> list[str]:
     """Every problem found, one line each; empty when the output is intact."""
-    manifest = read_manifest(out_dir)
-    h, w = int(manifest["height"]), int(manifest["width"])
+    manifest = layout.read_manifest(out_dir)
+    h, w = manifest["height"], manifest["width"]
     problems: list[str] = []
     listed = set()
     per_format: dict[str, dict] = {}
     for s in manifest["shards"]:
-        path = FileSystems.join(out_dir, s["path"])
+        path = layout.join(out_dir, s["path"])
         listed.add(path)
         fmt = s["format"]
         acc = per_format.setdefault(fmt, {"digest": 0, "rows": 0, "ids": [], "per_class": {}})
@@ -93,9 +95,9 @@ def verify_output(out_dir: str) -> list[str]:
         if rows != s["rows"]:
             problems.append(f"{s['path']}: {rows} records, manifest says {s['rows']}")
     for fmt in manifest["formats"]:
-        for path in outdir.list_entries(FileSystems.join(out_dir, outdir.SHARD_DIRS[fmt])):
+        for path in layout.list_entries(layout.shard_dir(out_dir, fmt)):
             if path not in listed:
-                problems.append(f"{path[len(out_dir):].lstrip('/')}: extra file not in the manifest")
+                problems.append(f"{layout.relative(path, out_dir)}: extra file not in the manifest")
     for fmt, acc in per_format.items():
         ids = np.concatenate(acc["ids"]) if acc["ids"] else np.zeros(0, np.int64)
         dupes = len(ids) - len(np.unique(ids))
@@ -113,10 +115,10 @@ def verify_output(out_dir: str) -> list[str]:
 
 def format_digests(out_dir: str) -> dict[str, str]:
     """Digest of each format's records as read back (for tests and comparisons)."""
-    manifest = read_manifest(out_dir)
+    manifest = layout.read_manifest(out_dir)
     out = {}
     for s in manifest["shards"]:
-        path = FileSystems.join(out_dir, s["path"])
+        path = layout.join(out_dir, s["path"])
         d = int(out.get(s["format"], "0" * 64), 16)
         for b in read_shard(path, s["format"], manifest["height"], manifest["width"]):
             d = combine_digests(d, batch_digest(b))

@@ -5,25 +5,11 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 
-from pipeline.dataset.records import (
-    RecordBatch,
-    arrow_batches,
-    arrow_schema,
-    batch_digest,
-    combine_digests,
-    digest_hex,
-    _crc_rows,
-    crc32c,
-    encode_examples,
-    encode_tfrecords,
-    frame_tfrecords,
-    from_arrow,
-    iter_tfrecord_file,
-    parse_example_batches,
-    parse_examples,
-    record_hashes,
-    to_arrow,
-)
+from pipeline.dataset.arrow import arrow_batches, arrow_schema, from_arrow, images_from_column, to_arrow
+from pipeline.dataset.batch import RecordBatch
+from pipeline.dataset.digest import batch_digest, combine_digests, digest_hex, record_hashes
+from pipeline.dataset.example import encode_examples, encode_tfrecords, parse_example_batches, parse_examples
+from pipeline.dataset.tfrecord import _crc_rows, count_tfrecords, crc32c, frame_tfrecords, iter_tfrecord_file
 
 SPECIAL_FLOATS = np.array(
     [-0.0, 0.0, 1e-45, -1e-45, 1.1754942e-38, 1.1754944e-38, np.finfo(np.float32).max, -np.inf, np.inf],
@@ -270,3 +256,53 @@ def test_record_batch_normalises_inputs():
     assert len(batch) == 2 and type(batch.seed) is int
     with pytest.raises(ValueError):
         RecordBatch(np.zeros(2), np.zeros(3), np.zeros((2, 3, 3)), np.zeros((2, 4)), "s", "m", 0)
+
+
+def test_count_tfrecords_and_iter_tfrecord_file_walk_the_same_frames():
+    records = [b"", b"x" * 300, *encode_examples(make_batch(np.random.default_rng(12), 7, 4, 5, 2))]
+    framed = frame_tfrecords(records)
+    assert count_tfrecords(io.BytesIO(framed)) == len(list(iter_tfrecord_file(io.BytesIO(framed)))) == 9
+    assert count_tfrecords(io.BytesIO(b"")) == 0
+    cut = framed[:16 + 5]  # the empty first record's frame, then 5 bytes of the second header
+    for walk in (count_tfrecords, lambda f: list(iter_tfrecord_file(f))):  # both name the offset of the cut header
+        with pytest.raises(ValueError, match="truncated TFRecord header at byte offset 16"):
+            walk(io.BytesIO(cut))
+
+
+def _image_column(images, chunks=1, large=False):
+    values = [im.tobytes() for im in images]
+    typ = pa.large_binary() if large else pa.binary()
+    size = -(-len(values) // chunks)
+    return pa.chunked_array([pa.array(values[i:i + size], typ) for i in range(0, len(values), size)], typ)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_images_from_column_unpacks_chunked_and_sliced_columns(large):
+    images = digit_images(np.random.default_rng(13), 30, 4, 5)
+    column = _image_column(images, chunks=3, large=large)
+    assert column.num_chunks == 3
+    np.testing.assert_array_equal(images_from_column(column, 4, 5), images)
+    np.testing.assert_array_equal(images_from_column(column.slice(7, 15), 4, 5), images[7:22])  # across chunks
+    sliced = column.combine_chunks().slice(5, 10)
+    out = images_from_column(sliced, 4, 5)
+    np.testing.assert_array_equal(out, images[5:15])
+    # one chunk: a view of the Arrow buffer, no copy
+    data = sliced.buffers()[2]
+    assert out.__array_interface__["data"][0] == data.address + 5 * 20
+    assert images_from_column(pa.array([], pa.binary()), 4, 5).shape == (0, 4, 5)
+    assert images_from_column(pa.chunked_array([], pa.binary()), 4, 5).shape == (0, 4, 5)
+
+
+def test_images_from_column_names_the_first_bad_row():
+    images = digit_images(np.random.default_rng(14), 6, 4, 5)
+    values = [im.tobytes() for im in images]
+    values[4] = values[4][:-1]
+    column = pa.chunked_array([pa.array(values[:3]), pa.array(values[3:])])
+    with pytest.raises(ValueError, match=r"^row 4: image has 19 bytes, expected 20 \(4x5\)$"):
+        images_from_column(column, 4, 5)
+    with pytest.raises(ValueError, match=r"^row 1: image is null$"):
+        images_from_column(pa.array([values[0], None]), 4, 5)
+    with pytest.raises(ValueError, match="expected 16 \\(4x4\\)"):
+        images_from_column(pa.array(values[:2]), 4, 4)
+    with pytest.raises(ValueError, match="column 'image' is string, expected binary"):
+        images_from_column(pa.array(["a"]), 1, 1)

@@ -1,0 +1,108 @@
+"""Fixtures of the dataset tests: a finished generate output written without Beam, with the same codecs, names
+and `publish.finalize` a real job uses (so verify, readers and the source plugin are tested in seconds)."""
+import shutil
+
+import numpy as np
+import pytest
+
+H, W, LATENT = 6, 5, 3
+CLASSES, PER_CLASS, SHARDS = (0, 1, 2), 100, 2
+FINGERPRINT = "fp-test"
+
+
+def record_batches(shard: int):
+    """The records of one shard: ids = shard (mod SHARDS), split into runs of different seeds."""
+    from pipeline.dataset.batch import RecordBatch
+
+    ids = np.arange(shard, len(CLASSES) * PER_CLASS, SHARDS)
+    rng = np.random.default_rng(shard)
+    labels = ids % len(CLASSES)
+    images = rng.integers(0, 256, (len(ids), H, W), dtype=np.uint8)
+    latents = rng.standard_normal((len(ids), LATENT)).astype(np.float32)
+    cut = len(ids) // 3
+    return [RecordBatch(ids[sl], labels[sl], images[sl], latents[sl], "classgauss", "vae-test", seed)
+            for seed, sl in ((1, slice(0, cut)), (2, slice(cut, None)))]
+
+
+def write_generate_output(out: str, stats_for=("parquet",), finalize=True) -> dict | None:
+    """What a job leaves: shards of both formats, its summary and (for the formats in `stats_for`) the sinks'
+    shard stats; then, unless not `finalize`, `publish.finalize`, which hashes the other formats' shards by
+    reading them back. Returns the manifest."""
+    import hashlib
+    import json
+    import os
+
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.dataset import layout, publish
+    from pipeline.dataset.arrow import arrow_schema, to_arrow
+    from pipeline.dataset.digest import batch_digest, combine_digests, digest_hex
+    from pipeline.dataset.example import encode_tfrecords
+
+    publish.prepare(out, FINGERPRINT, overwrite=False)
+    digest = 0
+    for fmt in layout.FORMATS:
+        os.makedirs(layout.shard_dir(out, fmt), exist_ok=True)
+    os.makedirs(layout.shard_stats_dir(out))
+    for shard in range(SHARDS):
+        batches = record_batches(shard)
+        for b in batches:
+            digest = combine_digests(digest, batch_digest(b))
+        for fmt in layout.FORMATS:
+            path = layout.join(layout.shard_dir(out, fmt), layout.shard_name(layout.FILE_PREFIX, shard, SHARDS,
+                                                                              layout.SUFFIX[fmt]))
+            if fmt == "parquet":
+                with pq.ParquetWriter(path, arrow_schema(H, W), use_compliant_nested_type=True) as writer:
+                    for b in batches:
+                        writer.write_table(to_arrow(b), row_group_size=len(b))
+            else:
+                with open(path, "wb") as f:
+                    f.write(b"".join(encode_tfrecords(b) for b in batches))
+            if fmt in stats_for:
+                data = open(path, "rb").read()
+                layout.write_shard_stats(layout.shard_stats_dir(out), {
+                    "format": fmt, "shard": shard, "num_shards": SHARDS, "rows": sum(map(len, batches)),
+                    "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    summary = {"total": len(CLASSES) * PER_CLASS, "per_class": {str(c): PER_CLASS for c in CLASSES},
+               "digest": digest_hex(digest)}
+    with FileSystems.create(layout.summary_prefix(out)) as f:
+        f.write(json.dumps(summary).encode() + b"\n")
+    if not finalize:
+        return None
+    info = {"model_id": "vae-test", "seed": 1, "sampler": "classgauss", "fingerprint": FINGERPRINT,
+            "height": H, "width": W, "latent_dim": LATENT, "elapsed_seconds": 1.0}
+    return publish.finalize(out, list(layout.FORMATS), SHARDS, {c: PER_CLASS for c in CLASSES}, info)
+
+
+@pytest.fixture(scope="session")
+def write_job_output():
+    """write_job_output(out, stats_for=("parquet",), finalize=True): see write_generate_output."""
+    return write_generate_output
+
+
+@pytest.fixture(scope="session")
+def job_fingerprint():
+    return FINGERPRINT
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """(out_dir, manifest) of a finished output: 300 records of classes 0..2, 2 shards per format, 6x5 images."""
+    out = str(tmp_path_factory.mktemp("generated") / "o")
+    return out, write_generate_output(out)
+
+
+@pytest.fixture
+def damaged(tmp_path, generated):
+    """A copy of `generated` a test may damage."""
+    out = tmp_path / "o"
+    shutil.copytree(generated[0], out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def generated_records():
+    """(ids, labels, images) of `generated`, in shard order."""
+    batches = [b for shard in range(SHARDS) for b in record_batches(shard)]
+    return tuple(np.concatenate([getattr(b, k) for b in batches]) for k in ("ids", "labels", "images"))
