@@ -1,7 +1,5 @@
 """Keras models, losses, training, data sources and latent statistics for vae-augment.
 
-Importing the package registers its custom Keras objects (Sampling, VAE), so saved `.keras`
-files that use them load with `keras.models.load_model` afterwards.
+Deliberately light: importing `vae_model` (or `vae_model.errors`) must not import Keras; custom Keras objects are
+registered where `.keras` files are loaded (`artifacts.load_keras`) or models are built (`models`).
 """
-from vae_model import layers as _layers  # noqa: F401
-from vae_model import models as _models  # noqa: F401

@@ -18,6 +18,17 @@ from vae_model.model_dir import DECODER, ENCODER, HISTORY, META, STATS
 from vae_model.models import build_vae
 
 
+def _model_files(meta: dict):
+    """A model.json records the sha256 of every other file it wrote, plots/ included; its id is the decoder's."""
+    sha = meta["sha256"]
+    if not isinstance(sha, dict) or ENCODER not in sha or meta["model_id"] != sha[DECODER][:16]:
+        raise ValueError("not a model.json")
+    return sha
+
+
+MODEL_DIR = artifacts.ArtifactKind("model", META, "a model directory", "--out", "train", _model_files, ("plots",))
+
+
 def _tf_dataset(ds: Dataset, cfg: Config, shuffle: bool) -> tf.data.Dataset:
     """uint8 images stay uint8 in memory; scaling happens per batch inside tf.data."""
     num_classes = cfg.model.num_classes
@@ -74,6 +85,7 @@ def _check(cfg: Config, splits):
 def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> dict:
     """Train, evaluate, compute latent stats and plots; write everything to `out_dir` atomically."""
     t0 = time.time()
+    out_dir = artifacts.check_out_dir(out_dir, MODEL_DIR)  # before any work: only a new, empty or earlier model dir
     splits = load_source(cfg.train.data, validation_split=cfg.train.validation_split, seed=cfg.train.seed)
     _check(cfg, splits)
     vae = build_vae(cfg)
@@ -88,7 +100,7 @@ def train(cfg: Config, out_dir: str, argv=None, verbose: int | str = "auto") -> 
                       epochs=cfg.train.epochs, callbacks=callbacks, verbose=verbose)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
-    with artifacts.atomic_directory(out_dir, "model") as tmp:
+    with artifacts.atomic_directory(out_dir, MODEL_DIR) as tmp:
         metrics = {}
         if splits.test is not None and len(splits.test):
             metrics["test"] = evaluate_elbo(vae, splits.test, cfg)

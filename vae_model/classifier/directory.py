@@ -9,7 +9,7 @@ from importlib import resources
 from vae_model import artifacts
 from vae_model.artifacts import join
 from vae_model.classifier.prediction import PREDICT_BATCH, Classifier
-from vae_model.errors import ModelError, UsageError
+from vae_model.errors import ModelError
 
 CLASSIFIER, CLASSIFIER_META = "classifier.keras", "classifier.json"
 
@@ -45,20 +45,27 @@ def load_classifier(path: str | None = None, batch_size: int = PREDICT_BATCH) ->
     return Classifier(model, batch_size, meta, path)
 
 
+def _classifier_files(meta: dict):
+    """classifier.json records the sha256 of the one file beside it; its id is that file's."""
+    sha = meta["sha256"]
+    if not isinstance(sha, dict) or meta["classifier_id"] != sha[CLASSIFIER][:16]:
+        raise ValueError("not a classifier.json")
+    return sha
+
+
+CLASSIFIER_DIR = artifacts.ArtifactKind("classifier", CLASSIFIER_META, "a classifier directory", "--out",
+                                        "train-classifier", _classifier_files)
+
+
 def check_out_dir(out_dir: str) -> str:
-    """`out_dir` made absolute; UsageError unless it is new, empty or a classifier directory (then replaced)."""
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or (
-            os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, CLASSIFIER_META)))):
-        raise UsageError(f"--out {out_dir} exists and is not a classifier directory; choose a new or empty "
-                         "directory (an existing classifier directory is replaced)")
-    return out_dir
+    """`out_dir` made absolute; UsageError unless it is new, empty or an earlier classifier directory."""
+    return artifacts.check_out_dir(out_dir, CLASSIFIER_DIR)
 
 
 def write_classifier_dir(out_dir: str, model, meta: dict) -> dict:
     """Write `model` and classifier.json (`meta` plus classifier_id and the file's sha256) to `out_dir`
     atomically. Returns the metadata written."""
-    with artifacts.atomic_directory(out_dir, "classifier") as tmp:
+    with artifacts.atomic_directory(out_dir, CLASSIFIER_DIR) as tmp:
         model.save(os.path.join(tmp, CLASSIFIER))
         sha = artifacts.sha256_file(os.path.join(tmp, CLASSIFIER))
         meta = {"classifier_id": sha[:16], **meta, "sha256": {CLASSIFIER: sha}}
