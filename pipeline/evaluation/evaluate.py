@@ -5,6 +5,7 @@ reference classifier), runs the sections and writes the report:
 
 - counts, label fidelity, novelty and diversity: pipeline.evaluation.metrics (distances: .distances);
 - CAS and its ceiling: pipeline.evaluation.cas;
+- the verdict, pass or fail against the README's quality targets: TARGETS and verdict_section below;
 - report.json, report.html and figures/: pipeline.evaluation.report.
 
 Counts and exact duplicates (by image hash) cover every record; everything else uses the in-memory subsample,
@@ -78,18 +79,89 @@ class EvaluateOptions:
         return self.cas_epochs != 0
 
 
+# ---------------------------------------------------------------------------------------------- verdict
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One quality target: the measured value `op` (">=", "<=" or "==") `threshold`; threshold None = the real
+    baseline measured in the same report. `fix` is what to try when it fails."""
+
+    name: str
+    what: str
+    op: str
+    threshold: float | bool | None
+    unit: str  # "share", "count" or "check": how the value is shown
+    fix: str
+    threshold_from: str | None = None  # what a threshold of None is taken from
+
+
+# The README's quality targets (Evaluation, "Choosing the sampler"), met by the default sampler on MNIST.
+TARGETS = (
+    Target("counts_match", "records in the shards match the manifest", "==", True, "check",
+           "run `vae-augment verify` on the output and generate it again"),
+    Target("label_fidelity", "label fidelity (unfiltered output)", ">=", 0.95, "share",
+           "lower `--spread` or add `--filter-classifier bundled --min-confidence 0.9`"),
+    Target("label_fidelity_filtered", "label fidelity (output filtered by --filter-classifier)", ">=", 0.99,
+           "share", "raise `--min-confidence`, or filter with the classifier `evaluate` scores with"),
+    Target("cas", "CAS (a classifier trained on the synthetic records, scored on real test images)", ">=", 0.975,
+           "share", "use the default `posterior` sampler without lowering `--spread`, or generate more records per "
+                    "class"),
+    Target("exact_duplicates", "exact copies of real training images", "<=", 0, "count",
+           "prune the posterior pool with `vae-augment stats --near-dup-threshold auto` and pass it with `--stats`"),
+    Target("near_duplicate_rate", "near-duplicate rate", "<=", None, "share",
+           "raise `--spread`, or prune the posterior pool with `vae-augment stats --near-dup-threshold auto`",
+           "the real test baseline"),
+)
+
+
+def _measured(report: dict) -> dict[str, tuple]:
+    """{target name: (value, threshold from this report or None, reason when the target does not apply)}."""
+    f, cas, nov = report["fidelity"], report["cas"], report["novelty"]
+    filtered = report["dataset"].get("filter") is not None
+    fid, fid_na = (f["fidelity"], None) if f.get("applicable") else (None, f.get("reason"))
+    return {
+        "counts_match": (report["counts"]["match"], None, None),
+        "label_fidelity": (fid, None, "the output is filtered" if filtered else fid_na),
+        "label_fidelity_filtered": (fid, None, fid_na if filtered else "the output is not filtered"),
+        "cas": (cas.get("cas"), None, None if cas.get("applicable") else cas.get("reason")),
+        "exact_duplicates": (nov["exact_duplicates"], None, None),
+        "near_duplicate_rate": (nov["near_duplicate_rate"], nov["baseline_near_duplicate_rate"], None),
+    }
+
+
+def verdict_section(report: dict) -> dict:
+    """Pass or fail against TARGETS; every target is listed, "n/a" with its reason when it does not apply."""
+    measured = _measured(report)
+    rows = []
+    for t in TARGETS:
+        value, threshold, reason = measured[t.name]
+        threshold = t.threshold if threshold is None else threshold
+        if reason is None and (value is None or threshold is None):
+            reason = "not measured"
+        if reason is not None:
+            status = "n/a"
+        else:
+            status = "pass" if {">=": value >= threshold, "<=": value <= threshold,
+                                "==": value == threshold}[t.op] else "fail"
+        rows.append({"name": t.name, "what": t.what, "op": t.op, "threshold": threshold, "unit": t.unit,
+                     **({"threshold_from": t.threshold_from} if t.threshold_from else {}),
+                     "value": value, "status": status, **({"reason": reason} if reason else {})})
+    failed = [t for t, r in zip(TARGETS, rows) if r["status"] == "fail"]
+    fixes = list(dict.fromkeys(t.fix for t in failed))
+    advice = ("To meet the targets: " + "; ".join(fixes) + ".") if fixes else None
+    return {"status": "fail" if failed else "pass", "targets": rows, "advice": advice,
+            "source": "README.md: Evaluation, Choosing the sampler (MNIST, bundled classifier)"}
+
+
 def check_report_dir(report_dir: str, out_dir: str | None = None) -> str:
     """The report directory must be new, empty, or an earlier report (it is replaced); never other data."""
     report_dir = os.path.abspath(report_dir)
     if out_dir and "://" not in out_dir and report_dir == os.path.abspath(out_dir):
         raise UsageError(f"--report {report_dir} is the dataset itself; choose a separate directory")
-    if os.path.exists(report_dir):
-        if not os.path.isdir(report_dir):
-            raise UsageError(f"--report {report_dir} is a file; give a directory path")
-        if os.listdir(report_dir) and not os.path.isfile(os.path.join(report_dir, "report.json")):
-            raise UsageError(f"--report {report_dir} exists and is not an earlier report; choose a new or empty "
-                             "directory (an earlier report directory is replaced)")
-    return report_dir
+    from pipeline.evaluation.report import REPORT_DIR
+    from vae_model import artifacts
+
+    return artifacts.check_out_dir(report_dir, REPORT_DIR)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -201,21 +273,31 @@ def _check_shapes(out_dir: str, manifest: dict, real: RealSplits, clf):
 
 # ---------------------------------------------------------------------------------------------- entry point
 
+def _filter_summary(f: dict | None) -> dict | None:
+    """The manifest's filter block without its local classifier path."""
+    if not f:
+        return None
+    return {k: f.get(k) for k in ("min_confidence", "classifier_id", "acceptance")}
+
+
 def _header(out_dir: str, manifest: dict, syn: SyntheticSample, real: RealSplits, clf,
             options: EvaluateOptions) -> dict:
     """The report's first sections: what was evaluated, against what, with which options."""
     from vae_model.classifier import bundled_classifier_dir
 
+    bundled = bundled_classifier_dir()
+    clf_path = clf.path or bundled
     return {
         "dataset": {"out_dir": out_dir, "total": syn.total_read, "model_id": manifest.get("model_id"),
                     "sampler": manifest.get("sampler"), "seed": manifest.get("seed"),
                     "command": manifest.get("command"), "dataset_digest": manifest.get("dataset_digest"),
                     "image_shape": [int(manifest["height"]), int(manifest["width"])],
-                    "sampled_images": int(len(syn.images))},
+                    "sampled_images": int(len(syn.images)), "filter": _filter_summary(manifest.get("filter"))},
         "real": {"source": real.source, "train_rows": len(real.train),
                  "train_labeled": int((real.train.labels >= 0).sum()), "test_images": len(real.test),
                  "description": real.data.describe()},
-        "classifier": {"path": clf.path or bundled_classifier_dir(), "classifier_id": clf.meta.get("classifier_id"),
+        "classifier": {"path": clf_path, "bundled": os.path.realpath(clf_path) == os.path.realpath(bundled),
+                       "classifier_id": clf.meta.get("classifier_id"),
                        "recorded_test_accuracy": clf.meta.get("metrics", {}).get("test", {}).get("accuracy"),
                        "trained_on": clf.meta.get("data", {}).get("source"),
                        "command": clf.meta.get("command")},
@@ -232,7 +314,7 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
     (None = the defaults). `log` gets one line per step; `verbose` is the Keras verbosity of the CAS training;
     `argv` is recorded as the command (default sys.argv). Returns the report dict.
     """
-    from pipeline.dataset.readers import read_manifest
+    from pipeline.dataset.readers import checked_manifest
     from pipeline.evaluation.cas import cas_config, cas_section
     from vae_model import artifacts
     from vae_model.classifier import load_classifier
@@ -250,7 +332,7 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
         timings[name] = round(time.time() - t0, 1)
 
     t0 = time.time()
-    manifest = read_manifest(out_dir)
+    manifest = checked_manifest(out_dir)  # a bad shard fails before the classifier and real data load
     clf = load_classifier(classifier_dir)
     real = real_splits(real_source, options.seed)
     _check_shapes(out_dir, manifest, real, clf)
@@ -291,6 +373,7 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
     report["diversity"] = diversity_section(syn, real.train, options.diversity_per_class, options.seed)
     timed("diversity", t0)
 
+    report["verdict"] = verdict_section(report)
     report["notes"] = notes
     report["timings"] = timings
     report["command"] = artifacts.command_line(argv)

@@ -123,7 +123,7 @@ def small_report(oracle, make_images, make_sample):
     (3 classes of 6x6 images, the Oracle as classifier) and a CAS section with made-up scores."""
     import dataclasses
 
-    from pipeline.evaluation.evaluate import EvaluateOptions
+    from pipeline.evaluation.evaluate import EvaluateOptions, verdict_section
     from pipeline.evaluation.metrics import counts_section, diversity_section, fidelity_section, novelty_section
     from vae_model.data import Dataset
 
@@ -132,17 +132,17 @@ def small_report(oracle, make_images, make_sample):
     labels = y.copy()
     labels[:4] = 1  # four records the Oracle calls 0
     syn = make_sample(make_images(y, 3), labels, dups=2, repeated=1,
-                           latents=np.random.default_rng(4).standard_normal((60, 3)).astype(np.float32))
+                      latents=np.random.default_rng(4).standard_normal((60, 3)).astype(np.float32))
     manifest = {"total": 60, "per_class": {str(c): int(n) for c, n in syn.counts.items()}}
     fid, fid_extras = fidelity_section(oracle, syn, test)
     nov, nov_extras = novelty_section(syn, train, test, 100, 100, None, 0.01, 0, lambda m: None)
     report = {
         "dataset": {"out_dir": "out/<a&b>", "total": 60, "model_id": "m0", "sampler": "posterior", "seed": 0,
                     "command": "vae-augment generate", "dataset_digest": "ab" * 32, "image_shape": [6, 6],
-                    "sampled_images": 60},
+                    "sampled_images": 60, "filter": None},
         "real": {"source": "handmade", "train_rows": 60, "train_labeled": 60, "test_images": 60,
                  "description": "handmade"},
-        "classifier": {"path": "clf/", "classifier_id": "c0", "recorded_test_accuracy": 1.0,
+        "classifier": {"path": "clf/", "bundled": False, "classifier_id": "c0", "recorded_test_accuracy": 1.0,
                        "trained_on": "handmade", "command": "vae-augment train-classifier"},
         "options": dataclasses.asdict(EvaluateOptions()),
         "counts": counts_section(manifest, syn), "fidelity": fid,
@@ -154,4 +154,5 @@ def small_report(oracle, make_images, make_sample):
         "notes": ["a note & more"], "timings": {"read": 0.1}, "command": "vae-augment evaluate out",
         "versions": {"numpy": np.__version__}, "created": "2026-01-01T00:00:00+00:00",
     }
+    report["verdict"] = verdict_section(report)
     return report, {"syn": syn, "fidelity": fid_extras, "novelty": nov_extras}

@@ -59,7 +59,7 @@ def test_the_report_directory_must_be_new_empty_or_an_earlier_report(tmp_path):
     with pytest.raises(UsageError, match="not an earlier report"):
         check_report_dir(str(out), None)
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "report.json").write_text("{}")
+    (tmp_path / "old" / "report.json").write_text(json.dumps({"dataset": {}, "counts": {}, "figures": {}}))
     (tmp_path / "empty").mkdir()
     for ok in ("old", "empty", "new"):
         assert check_report_dir(str(tmp_path / ok), str(out)) == str(tmp_path / ok)
@@ -230,7 +230,7 @@ def test_report_is_self_contained_html_with_embedded_pictures(tmp_path, real, re
     report_dir = tmp_path / "report"
     r = evaluate(out, real_source, None, str(report_dir), fast)
     page = (report_dir / "report.html").read_text()
-    srcs = re.findall(r"""\b(?:src|href)\s*=\s*['"]([^'"]*)""", page)
+    srcs = re.findall(r"""\b(?:src|href)\s*=\s*['"]([^'"#][^'"]*)""", page)  # in-page links load nothing
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<link" not in page and "<script" not in page and "@import" not in page and "url(" not in page
     assert set(r["figures"]) == {"samples", "worst_fidelity", "latent_scatter", "novelty_hist", "closest_pairs"}
