@@ -53,7 +53,7 @@ def _latents(n: int, seed: int = 0):
     from vae_model.model_dir import ModelDir
 
     md = ModelDir.open(None)
-    from pipeline.generate.graph import DEFAULT_SAMPLER, default_spread
+    from pipeline.generate.job import DEFAULT_SAMPLER, default_spread
 
     sampler = build_sampler(DEFAULT_SAMPLER, md.latent_dim, False, md.stats(), default_spread(DEFAULT_SAMPLER))
     per = -(-n // 10)
@@ -185,6 +185,8 @@ def _steady_rate(events, total) -> float | None:
 
 def part_generate(args) -> dict:
     """Runs the CLI as a child of this (fresh) process, so RUSAGE_CHILDREN covers exactly its process tree."""
+    from pipeline.dataset.layout import read_manifest
+
     out = os.path.join(args.out, f"generate-{args.n}")
     cmd = [_cli(), "generate", "--num", str(args.n), "--formats", "parquet,tfrecord",
            "--out", out, "--overwrite", *args.generate_args.split()]
@@ -218,8 +220,7 @@ def part_generate(args) -> dict:
         th.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stdout}\n{''.join(stderr_lines[-20:])}")
-    with open(os.path.join(out, "manifest.json")) as f:
-        manifest = json.load(f)
+    manifest = read_manifest(out)
     maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
     result = {
         "n": args.n, "seconds": seconds, "rate": args.n / seconds,

@@ -51,14 +51,15 @@ quiet_libraries()
 
 import tensorflow as tf  # noqa: E402
 
-from pipeline.generate.class_stats import ComputeClassStats  # noqa: E402
-from pipeline.generate.graph import GenerateJob, default_spread, run_job  # noqa: E402
+from pipeline.generate.class_stats import write_stats_file  # noqa: E402
+from pipeline.generate.graph import run_job  # noqa: E402
+from pipeline.generate.job import GenerateJob, default_spread  # noqa: E402
 from pipeline.dataset.readers import tfrecord_dataset  # noqa: E402
 from vae_model.classifier import (Classifier, load_classifier, load_classifier_config,  # noqa: E402
                                   train_classifier, train_on_dataset)
 from vae_model.data import load_source  # noqa: E402
 from vae_model.model_dir import ModelDir  # noqa: E402
-from vae_model.pseudo_label import DEFAULT_MIN_CONFIDENCE as DEFAULT_PSEUDO_CONFIDENCE  # noqa: E402
+from vae_model.pseudo_label import DEFAULT_PSEUDO_LABEL_CONFIDENCE  # noqa: E402
 from vae_model.pseudo_label import make_pseudo_labeled_source  # noqa: E402
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -132,8 +133,7 @@ class PseudoLabelRounds:
         pseudo = z["pseudo"][k:]
         acc = float((z["y_train"][k:][pseudo] == self.truth[pseudo]).mean())
         stats = os.path.join(self.work, f"{tag}-stats.npz")
-        ComputeClassStats.run_local(self.md, f"npz:{pl}", self.seed, LOCAL, out_path=stats,
-                                    pool_per_class=self.pool)
+        write_stats_file(self.md.path, f"npz:{pl}", stats, self.seed, pool_per_class=self.pool, beam_args=LOCAL)
         out = os.path.join(self.work, f"{tag}-gen")
         job = GenerateJob(out=out, model=self.md.path, per_class=self.per_class, sampler="posterior",
                           spread=self.spread, stats=stats, seed=self.seed, formats=["parquet", "tfrecord"],
@@ -249,7 +249,7 @@ def main(argv=None):
     ap.add_argument("--method", choices=["pseudo-label", "direct"], default="pseudo-label",
                     help="pseudo-label: rounds of pseudo-labels over the unlabeled images (see above); direct: class "
                          "statistics of the labeled images only")
-    ap.add_argument("--pseudo-confidences", default=str(DEFAULT_PSEUDO_CONFIDENCE),
+    ap.add_argument("--pseudo-confidences", default=str(DEFAULT_PSEUDO_LABEL_CONFIDENCE),
                     help="pseudo-label: `pseudo-label --min-confidence` values tried in tuning")
     ap.add_argument("--max-rounds", type=int, default=3, help="pseudo-label: most rounds tried in tuning")
     ap.add_argument("--pool-per-class", type=int, default=10_000,
@@ -310,12 +310,12 @@ def main(argv=None):
             np.savez(tune_src, x_train=real[0], y_train=real[1])
             tune_stats = os.path.join(work, f"tune_stats{seed}.npz")
             stats_path = os.path.join(work, f"stats{seed}.npz")
-            ComputeClassStats.run_local(md, SOURCE, seed, LOCAL, out_path=stats_path)
+            write_stats_file(md.path, SOURCE, stats_path, seed, beam_args=LOCAL)
             clf_dir = os.path.join(work, f"clfA{seed}")
             # the filter: classifier A on the 800 tuning images (the test set only gets scored, never tuned on)
             train_classifier((real[0], real[1], test.images, test.labels), clf_dir, cfg.replace_train(seed=seed))
             if best is None:
-                ComputeClassStats.run_local(md, f"npz:{tune_src}", seed, LOCAL, out_path=tune_stats)
+                write_stats_file(md.path, f"npz:{tune_src}", tune_stats, seed, beam_args=LOCAL)
                 _, a_val = fit(mixed_stream(real, None, 1.0), rows_for_steps, cfg.replace_train(seed=seed), val)
                 print(f"seed {seed}: A (800 real) validation accuracy {a_val:.4f}", flush=True)
                 results["A_val_tuning"] = a_val  # tune on seed 0's validation split only

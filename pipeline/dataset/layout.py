@@ -6,12 +6,19 @@ naming, the per-shard stats files the sinks leave, and the one manifest reader a
     OUT/tfrecord/part-SSSSS-of-NNNNN.tfrecord
     OUT/.vae-augment-job                      the running job's fingerprint (so a re-run may reuse OUT)
     OUT/.vae-augment-summary/                 the job's counts and shard stats, until finalize removes it
+
+Containment: a manifest can name only FORMAT/part-SSSSS-of-NNNNN[-TOKEN].FORMAT files of its own folder
+(read_manifest checks the names), and readers reach a shard only through shard_files, which checks it is really
+inside OUT (symlinks resolved), a regular file, and of the manifest's size, before a byte of it is read.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import uuid
+from typing import NamedTuple
 
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
@@ -97,17 +104,50 @@ def list_entries(directory: str) -> list[str]:
     if "://" not in directory:
         return sorted(os.path.join(directory, n) for n in os.listdir(directory)) if os.path.isdir(directory) else []
     tops = set()
-    for m in FileSystems.match([join(directory, "**")])[0].metadata_list:
+    for m in _listing(directory, "**"):
         rest = m.path[len(directory.rstrip("/")) + 1:]
         tops.add(join(directory, rest.split("/")[0]))
     return sorted(tops)
 
 
+def _listing(directory: str, glob: str) -> list:
+    """Beam's metadata of every file under `directory` matching `glob` ("*": directly in it, "**": anywhere),
+    for any folder name: Beam's globs have no escape, so its glob characters become one-character classes
+    (`[` as `[\\[]`, which also matches a backslash) and the result is cut to paths really under `directory`."""
+    top = directory.rstrip("/") + "/"
+    escaped = re.sub(r"([*?])", r"[\1]", top.replace("[", "[\\[]"))
+    return [m for m in FileSystems.match([escaped + glob])[0].metadata_list if m.path.startswith(top)]
+
+
+def list_files(directory: str) -> dict[str, int]:
+    """{path: size in bytes} of the files directly in a local or remote directory, from one listing."""
+    top = directory.rstrip("/") + "/"
+    return {m.path: m.size_in_bytes for m in _listing(directory, "*") if "/" not in m.path[len(top):]}
+
+
 # ---------------------------------------------------------------------------------------------- small JSON files
 
+def _file_kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+
+
+JSON_MAX_BYTES = 64 << 20  # far above any manifest we write; so a huge or endless file is never read whole
+
+
 def _read_json(path: str):
+    """A small JSON file of ours; ValueError when it is not a regular file (a FIFO would block, /dev/zero never
+    end), is too big, or is not JSON."""
+    if "://" not in path and os.path.exists(path):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"it is {_file_kind(mode)}, not a regular file")
     with FileSystems.open(path) as f:
-        return json.loads(f.read())
+        data = f.read(JSON_MAX_BYTES + 1)
+    if len(data) > JSON_MAX_BYTES:
+        raise ValueError(f"larger than {JSON_MAX_BYTES >> 20} MiB")
+    return json.loads(data)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -163,31 +203,125 @@ def owner_fingerprint(out: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- the manifest
 
+class InvalidManifest(DataError):
+    """manifest.json is there but damaged: not JSON, or not the structure below (verify lists it as a problem)."""
+
+
+_REQUIRED = ("format_version", "total", "per_class", "dataset_digest", "formats", "shards", "height", "width")
+_ENTRY_KEYS = ("path", "format", "rows", "bytes", "sha256")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CLASS_KEY = re.compile(r"-?[0-9]+")
+# The containment rule: a shard is FORMAT/NAME, NAME our shard naming (an optional job token before the suffix),
+# so a manifest can only name files that a job writes inside its own output folder.
+SHARD_FILE = {fmt: re.compile(rf"{FILE_PREFIX}-[0-9]{{5,}}-of-[0-9]{{5,}}(?:-[0-9A-Za-z]{{1,64}})?"
+                              + re.escape(SUFFIX[fmt])) for fmt in FORMATS}
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return _count(value) and value > 0
 
 
-def _shard_entry_ok(s) -> bool:
-    return (isinstance(s, dict) and isinstance(s.get("path"), str) and isinstance(s.get("format"), str)
-            and isinstance(s.get("rows"), int) and not isinstance(s.get("rows"), bool) and s["rows"] >= 0)
+def _hex64(value) -> bool:
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
 
 
-def _manifest_problems(manifest) -> list[str]:
+def _per_class_ok(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _CLASS_KEY.fullmatch(k) and _count(n)
+                                           for k, n in value.items())
+
+
+def _formats_ok(value) -> bool:
+    return isinstance(value, list) and bool(value) and len(set(map(str, value))) == len(value) \
+        and all(f in FORMATS for f in value)
+
+
+_FIELDS = {
+    "format_version": (_positive_int, "a positive integer"),
+    "total": (_count, "a non-negative integer"),
+    "per_class": (_per_class_ok, "an object mapping class numbers ('0', '-1') to non-negative integers"),
+    "dataset_digest": (_hex64, "64 lowercase hex digits"),
+    "formats": (_formats_ok, f"a list of distinct formats out of {', '.join(FORMATS)}"),
+    "shards": (lambda v: isinstance(v, list), "a list"),
+    "height": (_positive_int, "a positive integer"),
+    "width": (_positive_int, "a positive integer"),
+}
+
+
+def shard_path_problem(path, fmt: str) -> str | None:
+    """Why `path`, a manifest's shard path of format `fmt`, may not be followed; None when it is ours."""
+    if not isinstance(path, str) or not path:
+        return "is not a path"
+    if "\x00" in path or "\\" in path:
+        return "contains a NUL or a backslash"
+    if ":" in path:
+        return "has a URL scheme or drive letter"
+    if path.startswith("/"):
+        return "is absolute"
+    if ".." in path.split("/"):
+        return "has a '..' segment and leaves the output folder"
+    folder, _, name = path.partition("/")
+    if folder != SHARD_DIRS[fmt] or not SHARD_FILE[fmt].fullmatch(name):
+        return f"is not {SHARD_DIRS[fmt]}/{FILE_PREFIX}-SSSSS-of-NNNNN{SUFFIX[fmt]}"
+    return None
+
+
+def _entry_problems(i: int, s) -> list[str]:
+    where = f"shard {i}"
+    if not isinstance(s, dict):
+        return [f"{where} is not an object"]
+    missing = [k for k in _ENTRY_KEYS if k not in s]
+    if missing:
+        return [f"{where} lacks {', '.join(missing)}"]
+    if s["format"] not in FORMATS:
+        return [f"{where} format {repr(s['format'])[:40]} is not one of {', '.join(FORMATS)}"]
+    problems = [f"{where} '{k}' must be a non-negative integer" for k in ("rows", "bytes") if not _count(s[k])]
+    if not _hex64(s["sha256"]):
+        problems.append(f"{where} 'sha256' must be 64 lowercase hex digits")
+    why = shard_path_problem(s["path"], s["format"])
+    if why:
+        problems.append(f"{where} path {repr(s['path'])[:120]} {why}")
+    return problems
+
+
+def manifest_problems(manifest) -> list[str]:
+    """Everything structurally wrong with a parsed manifest (types, required keys, containment), one phrase each."""
     if not isinstance(manifest, dict):
         return [f"a JSON {type(manifest).__name__}, not an object"]
-    problems = []
+    problems = [f"'{key}' is missing" for key in _REQUIRED if key not in manifest]
+    problems += [f"'{key}' must be {what}" for key, (ok, what) in _FIELDS.items()
+                 if key in manifest and not ok(manifest[key])]
+    if "latent_dim" in manifest and not _count(manifest["latent_dim"]):
+        problems.append("'latent_dim' must be a non-negative integer")
     shards = manifest.get("shards")
-    if not isinstance(shards, list) or not all(map(_shard_entry_ok, shards)):
-        problems.append("'shards' must be a list of {path, format, rows}")
-    problems += [f"'{key}' must be a positive integer" for key in ("height", "width")
-                 if not _positive_int(manifest.get(key))]
+    if problems or not isinstance(shards, list):
+        return problems
+    for i, s in enumerate(shards):
+        problems += _entry_problems(i, s)
+    if problems:
+        return problems
+    paths = [s["path"] for s in shards]
+    if len(set(paths)) != len(paths):
+        problems.append("a shard path is listed twice")
+    listed = {s["format"] for s in shards}
+    problems += [f"shards of format {fmt} are listed but 'formats' lacks it" for fmt in sorted(listed)
+                 if fmt not in manifest["formats"]]
+    problems += [f"'formats' has {fmt} but no {fmt} shard is listed" for fmt in manifest["formats"]
+                 if fmt not in listed]
     return problems
 
 
 def read_manifest(out_dir: str) -> dict:
-    """The manifest of a finished generate output (local or gs://), checked for what every reader relies on:
-    a JSON object with 'shards' [{path, format, rows}] and positive 'height' and 'width'. DataError otherwise,
-    one line naming the file."""
+    """The manifest of a finished generate output (local or gs://), checked for everything readers rely on: the
+    keys and types above and, for every shard, the containment rule. DataError otherwise (InvalidManifest for a
+    damaged one), one line naming the file."""
     path = manifest_path(out_dir)
     if "://" not in out_dir and not os.path.isdir(out_dir):
         raise DataError(f"{out_dir} does not exist, so it has no {MANIFEST}; pass a `vae-augment generate` "
@@ -197,16 +331,97 @@ def read_manifest(out_dir: str) -> dict:
                         "(the job failed or is still running); re-run generate or pass the right directory")
     try:
         manifest = _read_json(path)
-    except (OSError, ValueError, BeamIOError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DataError(f"{path}: not valid JSON ({first}); re-run generate to rewrite the output") from None
-    problems = _manifest_problems(manifest)
+    except ValueError as e:
+        raise InvalidManifest(f"{path}: not valid JSON ({_first_line(e)}); re-run generate to rewrite the output") \
+            from None
+    except (OSError, BeamIOError) as e:
+        raise DataError(f"{path}: cannot be read ({_first_line(e)}); check its permissions") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if _count(version) and version > FORMAT_VERSION:  # first: a newer format may differ in any other field
+        raise DataError(f"{path}: format_version {version} was written by a newer vae-augment (this one reads "
+                        f"version {FORMAT_VERSION}); upgrade vae-augment to read it")
+    problems = manifest_problems(manifest)
     if problems:
-        raise DataError(f"{path}: not a valid manifest ({'; '.join(problems)}); re-run generate to rewrite "
-                        "the output")
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InvalidManifest(f"{path}: not a valid manifest ({'; '.join(problems[:3])}{more}); re-run generate "
+                              "to rewrite the output")
     return manifest
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
     """Publish `manifest` (written to a temp name, then renamed, so readers never see half a file)."""
     _write_text(manifest_path(out_dir), json.dumps(manifest, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------- checked shards
+
+class ShardFile(NamedTuple):
+    path: str  # the output folder joined with entry["path"]
+    entry: dict  # the manifest's entry: path, format, rows, bytes, sha256
+
+
+def _listed_sizes(out_dir: str, fmt: str) -> dict[str, int] | str:
+    """list_files of a remote shard folder, or why it cannot be listed."""
+    try:
+        return list_files(shard_dir(out_dir, fmt))
+    except BeamIOError as e:
+        return f"cannot list {shard_dir(out_dir, fmt)} ({_first_line(e)})"
+
+
+def _local_problem(path: str, root: str, size: int) -> str | None:
+    real = os.path.realpath(path)
+    if real == root or os.path.commonpath([root, real]) != root:
+        return f"resolves to {real}, outside the output folder (a symlink leaving it)"
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"cannot be read ({type(e).__name__}: {e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"is {_file_kind(st.st_mode)}, not a regular file"
+    return _size_problem(st.st_size, size)
+
+
+def _size_problem(size: int | None, expected: int) -> str | None:
+    return "missing" if size is None else None if size == expected else f"{size} bytes, manifest says {expected}"
+
+
+def check_shards(out_dir: str, manifest: dict, fmt: str | None = None) -> list[tuple[ShardFile, str | None]]:
+    """Every shard of the manifest (of `fmt`, or all), each with why it may not be read or None, without reading
+    a byte of it: the containment rule, then (local) its real path inside the real output folder, a regular file
+    of the manifest's size, or (remote) a file of that size in one listing per format."""
+    entries = [(i, s) for i, s in enumerate(manifest["shards"]) if fmt is None or s.get("format") == fmt]
+    remote = "://" in out_dir
+    root = None if remote else os.path.realpath(out_dir)
+    listings: dict[str, dict | str] = {}
+    checked = []
+    for i, s in entries:
+        why = "; ".join(_entry_problems(i, s))
+        if why:
+            checked.append((ShardFile(str(s.get("path") if isinstance(s, dict) else s)[:120], s), why))
+            continue
+        shard = ShardFile(join(out_dir, s["path"]), s)
+        if not remote:
+            checked.append((shard, _local_problem(shard.path, root, s["bytes"])))
+            continue
+        if s["format"] not in listings:
+            listings[s["format"]] = _listed_sizes(out_dir, s["format"])
+        listing = listings[s["format"]]
+        checked.append((shard, listing if isinstance(listing, str)
+                        else _size_problem(listing.get(shard.path), s["bytes"])))
+    return checked
+
+
+def shard_files(out_dir: str, manifest: dict, fmt: str) -> list[ShardFile]:
+    """The `fmt` shards of the manifest, each checked by `check_shards`; DataError naming the first bad one (or
+    saying no `fmt` shards were written). The one way a reader finds the files it reads."""
+    checked = check_shards(out_dir, manifest, fmt)
+    if not checked:
+        raise DataError(f"{out_dir} has no {fmt} shards (formats written: {', '.join(manifest.get('formats', []))});"
+                        f" re-run generate with --formats {fmt}")
+    for shard, problem in checked:
+        if problem:
+            raise DataError(f"{shard.path}: {problem}; nothing was read from {out_dir}, run `vae-augment verify` "
+                            "on it and regenerate it")
+    return [shard for shard, _ in checked]

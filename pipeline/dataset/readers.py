@@ -1,5 +1,8 @@
-"""Readers for generated datasets. The shard list always comes from manifest.json, so temporary or partial
-files are never read. Paths may be local or gs://."""
+"""Readers for generated datasets. The shard list always comes from manifest.json, through layout.shard_files,
+so temporary, partial or outside files are never read. Paths may be local or gs://.
+
+Every read checks cheaply, always: each shard's size before a byte of it is read, and each Parquet shard's row
+count as it is read. `verify=True` adds the full check (every sha256 and the dataset digest) first."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,20 +10,50 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset import layout
 from pipeline.dataset.arrow import images_from_column
-from pipeline.dataset.layout import read_manifest
+from pipeline.dataset.layout import ShardFile, read_manifest
 from vae_model.errors import DataError
 
-__all__ = ["load_dataframe", "load_parquet", "load_table", "read_manifest", "shard_paths",
-           "synthetic_training_stream", "tfrecord_dataset"]
+__all__ = ["checked_manifest", "load_dataframe", "load_parquet", "load_table", "read_manifest", "read_parquet_shard",
+           "shard_paths", "synthetic_training_stream", "tfrecord_dataset"]
+
+CHEAP_CHECK = "sizes"  # what every read checks, as provenance records it ("full" = sha256 and digest too)
+
+
+def checked_manifest(out_dir: str) -> dict:
+    """read_manifest, and every shard of every format checked as readers check them (layout.shard_files): for a
+    command that does other work before it reads the records, so a bad output fails first."""
+    manifest = read_manifest(out_dir)
+    for fmt in manifest["formats"]:
+        layout.shard_files(out_dir, manifest, fmt)
+    return manifest
 
 
 def shard_paths(out_dir: str, fmt: str, manifest: dict | None = None) -> list[str]:
+    """The checked paths of the manifest's `fmt` shards (see layout.shard_files)."""
     manifest = manifest or read_manifest(out_dir)
-    paths = [layout.join(out_dir, s["path"]) for s in manifest["shards"] if s["format"] == fmt]
-    if not paths:
-        raise DataError(f"{out_dir} has no {fmt} shards (formats written: {', '.join(manifest.get('formats', []))});"
-                        f" re-run generate with --formats {fmt}")
-    return paths
+    return [shard.path for shard in layout.shard_files(out_dir, manifest, fmt)]
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def read_parquet_shard(shard: ShardFile, columns=None):
+    """One checked Parquet shard as a pyarrow Table; DataError when it is unreadable or its row count is not the
+    manifest's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with FileSystems.open(shard.path) as f:
+            table = pq.read_table(f, columns=columns)
+    except (pa.ArrowException, OSError, ValueError, KeyError) as e:
+        raise DataError(f"{shard.path}: cannot read parquet shard ({_one_line(e)}); run `vae-augment verify` on "
+                        "the output and regenerate it") from None
+    if table.num_rows != shard.entry["rows"]:
+        raise DataError(f"{shard.path}: has {table.num_rows} rows but the manifest says {shard.entry['rows']}; "
+                        "run `vae-augment verify` on the output and regenerate it")
+    return table
 
 
 def _verify_first(out_dir: str, verify: bool):
@@ -35,15 +68,11 @@ def _verify_first(out_dir: str, verify: bool):
 def load_table(out_dir: str, columns=None, verify: bool = False):
     """All Parquet shards as one pyarrow Table (use `.to_pandas()` for pandas)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     _verify_first(out_dir, verify)
     manifest = read_manifest(out_dir)
-    tables = []
-    for path in shard_paths(out_dir, "parquet", manifest):
-        with FileSystems.open(path) as f:
-            tables.append(pq.read_table(f, columns=columns))
-    return pa.concat_tables(tables)
+    return pa.concat_tables([read_parquet_shard(shard, columns)
+                             for shard in layout.shard_files(out_dir, manifest, "parquet")])
 
 
 def load_dataframe(out_dir: str, columns=None, verify: bool = False):
@@ -54,19 +83,22 @@ def load_parquet(out_dir: str, verify: bool = False) -> tuple[np.ndarray, np.nda
     """(images uint8 N x H x W, labels int64 N), in shard order."""
     manifest = read_manifest(out_dir)
     table = load_table(out_dir, columns=["image", "label"], verify=verify)
-    images = images_from_column(table.column("image"), manifest["height"], manifest["width"])
+    try:
+        images = images_from_column(table.column("image"), manifest["height"], manifest["width"])
+    except ValueError as e:
+        raise DataError(f"{out_dir}: {e}; run `vae-augment verify` on it and regenerate it") from None
     return images.copy(), table.column("label").to_numpy().astype(np.int64)
 
 
 def tfrecord_dataset(out_dir: str, batch_size: int | None = None, parallel: int | None = None,
                      with_ids: bool = False, verify: bool = False):
     """tf.data.Dataset of (image uint8 [H, W, 1], label int64) read from the manifest's TFRecord shards."""
-    import tensorflow as tf
-
     _verify_first(out_dir, verify)
     manifest = read_manifest(out_dir)
     h, w = manifest["height"], manifest["width"]
     paths = shard_paths(out_dir, "tfrecord", manifest)
+    import tensorflow as tf  # after the checks: a bad output fails without TensorFlow's start-up
+
     autotune = parallel or tf.data.AUTOTUNE
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
             "id": tf.io.FixedLenFeature([], tf.int64)}
@@ -96,5 +128,5 @@ def synthetic_training_stream(out_dir: str, num_classes: int):
         raise DataError(f"{out_dir} has label {max(labels)} but the classifier has {num_classes} classes; "
                         "raise model.num_classes")
     info = {"dir": out_dir, "dataset_digest": m.get("dataset_digest"), "records": m.get("total"),
-            "image_shape": [m["height"], m["width"]]}
+            "image_shape": [m["height"], m["width"]], "verified": CHEAP_CHECK}
     return tfrecord_dataset(out_dir), info

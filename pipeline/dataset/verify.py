@@ -8,7 +8,6 @@ import io
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset import layout
 from pipeline.dataset.arrow import arrow_batches
@@ -59,41 +58,54 @@ def _check_batch(b: RecordBatch, manifest: dict, where: str) -> list[str]:
     return problems
 
 
+def _read_back(shard: layout.ShardFile, manifest: dict, acc: dict) -> list[str]:
+    """Problems of one checked shard, its sha256 and every record; adds its records to its format's `acc`."""
+    s = shard.entry
+    data = read_bytes(shard.path)
+    problems = []
+    if len(data) != s["bytes"]:  # changed since check_shards looked
+        problems.append(f"{s['path']}: {len(data)} bytes, manifest says {s['bytes']}")
+    if hashlib.sha256(data).hexdigest() != s["sha256"]:
+        problems.append(f"{s['path']}: sha256 differs from the manifest (the file was changed or damaged)")
+    rows = 0
+    try:
+        for b in read_shard(shard.path, s["format"], manifest["height"], manifest["width"], data):
+            rows += len(b)
+            acc["digest"] = combine_digests(acc["digest"], batch_digest(b))
+            acc["ids"].append(b.ids)
+            for c, n in zip(*np.unique(b.labels, return_counts=True)):
+                acc["per_class"][str(int(c))] = acc["per_class"].get(str(int(c)), 0) + int(n)
+            problems += _check_batch(b, manifest, s["path"])
+    except Exception as e:  # any parse failure is a finding, not a crash
+        acc["complete"] = False
+        return problems + [f"{s['path']}: unreadable {s['format']} "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"]
+    acc["rows"] += rows
+    if rows != s["rows"]:
+        problems.append(f"{s['path']}: {rows} records, manifest says {s['rows']}")
+    return problems
+
+
 def verify_output(out_dir: str) -> list[str]:
-    """Every problem found, one line each; empty when the output is intact."""
-    manifest = layout.read_manifest(out_dir)
-    h, w = manifest["height"], manifest["width"]
+    """Every problem found, one line each; empty when the output is intact. A damaged manifest is one problem;
+    DataError only when there is nothing to verify (no manifest, or one of a newer format)."""
+    try:
+        manifest = layout.read_manifest(out_dir)
+    except layout.InvalidManifest as e:
+        return [str(e)]
     problems: list[str] = []
     listed = set()
     per_format: dict[str, dict] = {}
-    for s in manifest["shards"]:
-        path = layout.join(out_dir, s["path"])
-        listed.add(path)
-        fmt = s["format"]
-        acc = per_format.setdefault(fmt, {"digest": 0, "rows": 0, "ids": [], "per_class": {}})
-        if not FileSystems.exists(path):
-            problems.append(f"{s['path']}: missing")
+    for shard, problem in layout.check_shards(out_dir, manifest):
+        s = shard.entry
+        listed.add(shard.path)
+        acc = per_format.setdefault(s["format"], {"digest": 0, "rows": 0, "ids": [], "per_class": {},
+                                                  "complete": True})
+        if problem:  # never read: outside the folder, not a file, or not the manifest's size
+            problems.append(f"{s['path']}: {problem}")
+            acc["complete"] = False
             continue
-        data = read_bytes(path)
-        if len(data) != s["bytes"]:
-            problems.append(f"{s['path']}: {len(data)} bytes, manifest says {s['bytes']}")
-        if hashlib.sha256(data).hexdigest() != s["sha256"]:
-            problems.append(f"{s['path']}: sha256 differs from the manifest (the file was changed or damaged)")
-        rows = 0
-        try:
-            for b in read_shard(path, fmt, h, w, data):
-                rows += len(b)
-                acc["digest"] = combine_digests(acc["digest"], batch_digest(b))
-                acc["ids"].append(b.ids)
-                for c, n in zip(*np.unique(b.labels, return_counts=True)):
-                    acc["per_class"][str(int(c))] = acc["per_class"].get(str(int(c)), 0) + int(n)
-                problems += _check_batch(b, manifest, s["path"])
-        except Exception as e:  # any parse failure is a finding, not a crash
-            problems.append(f"{s['path']}: unreadable {fmt} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-            continue
-        acc["rows"] += rows
-        if rows != s["rows"]:
-            problems.append(f"{s['path']}: {rows} records, manifest says {s['rows']}")
+        problems += _read_back(shard, manifest, acc)
     for fmt in manifest["formats"]:
         for path in layout.list_entries(layout.shard_dir(out_dir, fmt)):
             if path not in listed:
@@ -103,6 +115,8 @@ def verify_output(out_dir: str) -> list[str]:
         dupes = len(ids) - len(np.unique(ids))
         if dupes:
             problems.append(f"{fmt}: {dupes} duplicate ids")
+        if not acc["complete"]:
+            continue  # totals of a format with a shard unread would only repeat that shard's problem
         if acc["rows"] != manifest["total"]:
             problems.append(f"{fmt}: {acc['rows']} records in total, manifest says {manifest['total']}")
         if acc["per_class"] != manifest["per_class"]:
@@ -117,10 +131,10 @@ def format_digests(out_dir: str) -> dict[str, str]:
     """Digest of each format's records as read back (for tests and comparisons)."""
     manifest = layout.read_manifest(out_dir)
     out = {}
-    for s in manifest["shards"]:
-        path = layout.join(out_dir, s["path"])
-        d = int(out.get(s["format"], "0" * 64), 16)
-        for b in read_shard(path, s["format"], manifest["height"], manifest["width"]):
-            d = combine_digests(d, batch_digest(b))
-        out[s["format"]] = f"{d:064x}"
+    for fmt in manifest["formats"]:
+        d = 0
+        for shard in layout.shard_files(out_dir, manifest, fmt):
+            for b in read_shard(shard.path, fmt, manifest["height"], manifest["width"]):
+                d = combine_digests(d, batch_digest(b))
+        out[fmt] = f"{d:064x}"
     return out

@@ -14,14 +14,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 
-from pipeline.evaluation.evaluate import nearest_neighbours
+from pipeline.evaluation.distances import nearest_neighbours
 from vae_model.errors import DataError, UsageError
 from vae_model.latent_stats import LatentStats
 
 BASELINE_IMAGES = 5_000
 QUANTILE = 0.01
+NAMESPACE = "vae_augment_anchors"
 
 
 def auto_threshold(train_images: np.ndarray, test_images: np.ndarray | None, seed: int, source: str) -> float:
@@ -55,32 +58,67 @@ def prune_anchors(stats: LatentStats, decode, train_images: np.ndarray, threshol
     `decode(z) -> (uint8 images, nonfinite count)` is a BatchDecoder. Moments are untouched: they describe the
     data, the pool is what samples are drawn around. Returns (stats, per-class {kept, dropped}).
     """
-    if stats.post_mu is None or not len(stats.post_mu):
+    if stats.pool_mu is None or not len(stats.pool_mu):
         raise UsageError("the statistics have no per-example pool to prune")
-    recon, _ = decode(stats.post_mu.astype(np.float32))
+    recon, _ = decode(stats.pool_mu.astype(np.float32))
     d, _ = nearest_neighbours(recon, train_images)
     keep = d / 255.0 >= threshold
     report = {}
     for c in stats.classes.tolist():
-        rows = stats.post_labels == c
+        rows = stats.pool_labels == c
         report[str(c)] = {"kept": int((keep & rows).sum()), "dropped": int((~keep & rows).sum())}
         if not (keep & rows).any():
             raise DataError(f"every pool anchor of class {c} decodes within {threshold:.3f} of a training image; "
                             "lower --near-dup-threshold or leave it off")
-    return dataclasses.replace(stats, post_labels=stats.post_labels[keep], post_mu=stats.post_mu[keep],
-                               post_logvar=stats.post_logvar[keep]), report
+    return dataclasses.replace(stats, pool_labels=stats.pool_labels[keep], pool_mu=stats.pool_mu[keep],
+                               pool_logvar=stats.pool_logvar[keep]), report
 
 
-def prune_for_source(stats: LatentStats, md, source: str, seed: int, threshold: float | None
-                     ) -> tuple[LatentStats, dict, float]:
-    """`prune_anchors` against the train split of `source` with `md`'s decoder; threshold None = auto from the
-    source's test split. Returns (stats, per-class report, threshold used)."""
+def auto_threshold_of_source(source: str, seed: int) -> float:
+    """`auto_threshold` of `source`'s own train and test splits."""
     from vae_model.data import load_source
-    from vae_model.inference import BatchDecoder
 
     splits = load_source(source, seed=seed)
-    if threshold is None:
-        threshold = auto_threshold(splits.train.images, splits.test.images if splits.test is not None else None,
-                                   seed, source)
-    pruned, report = prune_anchors(stats, BatchDecoder(md.decoder, 4096), splits.train.images, threshold)
-    return pruned, report, threshold
+    return auto_threshold(splits.train.images, splits.test.images if splits.test is not None else None, seed, source)
+
+
+class _PruneFn(beam.DoFn):
+    def __init__(self, model_path: str, source: str, seed: int, threshold: float):
+        self._model_path, self._source, self._seed, self._threshold = model_path, source, seed, threshold
+
+    def process(self, stats: LatentStats):
+        from vae_model.data import load_source
+        from vae_model.inference import BatchDecoder
+        from vae_model.model_dir import ModelDir
+
+        decode = BatchDecoder(ModelDir.open(self._model_path).decoder, 4096)
+        train = load_source(self._source, seed=self._seed).train.images
+        pruned, report = prune_anchors(stats, decode, train, self._threshold)
+        # the per-class report reaches the driver as counters (exact: committed once per successful bundle)
+        for c, v in report.items():
+            for what in ("kept", "dropped"):
+                Metrics.counter(NAMESPACE, f"{what}:{c}").inc(v[what])
+        yield pruned
+
+
+class PruneAnchors(beam.PTransform):
+    """LatentStats -> `prune_anchors` of it against the train split of `source`, decoded by the model at
+    `model_path`; run where the real images are. `anchor_counts(result)` gives the job's per-class report."""
+
+    def __init__(self, model_path: str, source: str, seed: int, threshold: float, label=None):
+        super().__init__(label)
+        self._fn = _PruneFn(model_path, source, seed, threshold)
+
+    def expand(self, stats):
+        return stats | "Prune" >> beam.ParDo(self._fn)
+
+
+def anchor_counts(result) -> dict[str, dict[str, int]]:
+    """Per class {"kept", "dropped"} pool anchors from a finished job's PruneAnchors counters."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: dict[str, dict[str, int]] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        what, c = counter.key.metric.name.split(":")
+        out.setdefault(c, {"kept": 0, "dropped": 0})[what] += counter.committed
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))

@@ -2,7 +2,7 @@
 
 `ClassifierFilter` is small and picklable: it holds only the classifier directory, the threshold and the batch
 size. The Keras model is loaded in `setup()` (once per worker process, shared between DoFn instances through
-`apache_beam.utils.shared.Shared`, like the decoder in pipeline/transforms.py) and called through a
+`apache_beam.utils.shared.Shared`, like the decoder in pipeline/generate/transforms.py) and called through a
 fixed-signature `tf.function` on padded batches, so a record's verdict depends only on its own image.
 
 A record is accepted when the reference classifier's top class is the record's label AND its probability is at
@@ -18,7 +18,7 @@ from apache_beam.utils import shared
 from vae_model.errors import DataError, ModelError, UsageError
 
 
-DEFAULT_MIN_CONFIDENCE = 0.9
+DEFAULT_FILTER_CONFIDENCE = 0.9
 
 
 class _ClassifierHandle:
@@ -29,7 +29,9 @@ class _ClassifierHandle:
 
 
 class ClassifierFilter:
-    def __init__(self, classifier_dir: str | None = None, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    """`classifier_dir`: a `train-classifier` directory; None or "bundled" = the bundled classifier."""
+
+    def __init__(self, classifier_dir: str | None = None, min_confidence: float = DEFAULT_FILTER_CONFIDENCE,
                  batch_size: int = 1024):
         if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not (
                 math.isfinite(min_confidence) and 0.0 < min_confidence <= 1.0):
@@ -51,10 +53,11 @@ class ClassifierFilter:
     def check(self, num_classes: int | None = None, image_shape: tuple[int, int] | None = None) -> dict:
         """Driver-side check before the job starts (reads classifier.json only, no TensorFlow): the directory is
         valid and matches the generator's classes and image size. Returns the classifier's metadata."""
+        from vae_model.artifacts import resolve_dir
         from vae_model.classifier import bundled_classifier_dir, read_classifier_meta
 
         meta = read_classifier_meta(self.classifier_dir)
-        where = self.classifier_dir or bundled_classifier_dir()
+        where = resolve_dir(self.classifier_dir, bundled_classifier_dir)
         if image_shape is not None and tuple(meta["image_shape"]) != tuple(image_shape):
             raise ModelError(f"classifier {where} takes {meta['image_shape'][0]}x{meta['image_shape'][1]} images but "
                              f"the model makes {image_shape[0]}x{image_shape[1]}; train a classifier on data of "

@@ -14,6 +14,7 @@ SAMPLERS = ("prior", "centroid", "classgauss", "posterior", "gmm", "conditional"
 NEEDS_STATS = ("centroid", "classgauss", "posterior", "gmm")
 
 
+
 @dataclass
 class LatentSampler:
     """Picklable sampler: small numpy parameters per class, no model, no TF."""
@@ -23,8 +24,8 @@ class LatentSampler:
     spread: float = 1.0
     means: dict = field(default_factory=dict)        # class -> (d,)
     chols: dict = field(default_factory=dict)        # class -> (d, d) Cholesky of the class covariance
-    post_mu: dict = field(default_factory=dict)      # class -> (m, d)
-    post_sigma: dict = field(default_factory=dict)   # class -> (m, d)
+    pool_mu: dict = field(default_factory=dict)      # class -> (m, d) encoded means of the pool's examples
+    pool_sigma: dict = field(default_factory=dict)   # class -> (m, d)
     gmm: dict = field(default_factory=dict)          # class -> (weights (k,), means (k, d), chols (k, d, d))
 
     @property
@@ -35,7 +36,7 @@ class LatentSampler:
         """Classes this sampler can draw, or None when any class goes (prior/conditional)."""
         if self.name in ("prior", "conditional"):
             return None
-        source = {"centroid": self.means, "classgauss": self.chols, "posterior": self.post_mu, "gmm": self.gmm}
+        source = {"centroid": self.means, "classgauss": self.chols, "posterior": self.pool_mu, "gmm": self.gmm}
         return sorted(source[self.name])
 
     def sample(self, rng: np.random.Generator, cls: int, n: int) -> np.ndarray:
@@ -47,7 +48,7 @@ class LatentSampler:
         elif self.name == "classgauss":
             z = self.means[cls] + s * rng.standard_normal((n, d)) @ self.chols[cls].T
         elif self.name == "posterior":
-            mu, sigma = self.post_mu[cls], self.post_sigma[cls]
+            mu, sigma = self.pool_mu[cls], self.pool_sigma[cls]
             pick = rng.integers(0, len(mu), size=n)
             z = mu[pick] + s * sigma[pick] * rng.standard_normal((n, d))
         elif self.name == "gmm":
@@ -67,8 +68,8 @@ def _chol(cov: np.ndarray) -> np.ndarray:
     return np.linalg.cholesky(cov + ridge * np.eye(d))
 
 
-def build_sampler(name: str, latent_dim: int, conditional_model: bool, stats: LatentStats | None,
-                  spread: float = 1.0, gmm_components: int = 3, seed: int = 0, stats_origin: str = "") -> LatentSampler:
+def check_sampler(name: str, spread: float, conditional_model: bool, gmm_components: int = 3) -> None:
+    """The sampler options on their own and against the model; UsageError naming the flag."""
     if name not in SAMPLERS:
         raise UsageError(f"--sampler {name!r} is not one of {', '.join(SAMPLERS)}")
     if not (spread > 0 and math.isfinite(spread)):
@@ -76,11 +77,17 @@ def build_sampler(name: str, latent_dim: int, conditional_model: bool, stats: La
     if name == "conditional" and not conditional_model:
         raise UsageError("--sampler conditional needs a conditional VAE (train one with configs/conditional.yaml); "
                          "this model is unconditional: use centroid, classgauss, posterior, gmm or prior")
-    if name in NEEDS_STATS and conditional_model:
-        pass  # class stats of a conditional model are valid too: decode with the label
+    if name == "gmm" and gmm_components <= 0:
+        raise UsageError(f"--gmm-components must be > 0, got {gmm_components}")
+
+
+def build_sampler(name: str, latent_dim: int, conditional_model: bool, stats: LatentStats | None,
+                  spread: float = 1.0, gmm_components: int = 3, seed: int = 0, stats_origin: str = "") -> LatentSampler:
+    check_sampler(name, spread, conditional_model, gmm_components)
     sampler = LatentSampler(name, latent_dim, spread)
     if name not in NEEDS_STATS:
         return sampler
+    # class statistics of a conditional model are valid too: its samples decode with the label
     if stats is None:
         raise UsageError(f"--sampler {name} needs class statistics, but the model directory has no "
                          "latent_stats.npz; pass --labeled-data SOURCE (or --stats FILE from `vae-augment stats`)")
@@ -91,24 +98,40 @@ def build_sampler(name: str, latent_dim: int, conditional_model: bool, stats: La
         sampler.means[c] = stats.means[i]
         sampler.chols[c] = _chol(stats.covs[i])
     if name in ("posterior", "gmm"):
-        if stats.post_mu is None or not len(stats.post_mu):
+        if stats.pool_mu is None or not len(stats.pool_mu):
             raise UsageError(f"--sampler {name} needs per-example encodings, which {stats_origin or 'the stats'} "
                              "lack; recompute them with `vae-augment stats`")
         for c in stats.classes.tolist():
-            rows = stats.post_labels == c
-            sampler.post_mu[c] = stats.post_mu[rows].astype(np.float64)
-            sampler.post_sigma[c] = np.exp(0.5 * stats.post_logvar[rows].astype(np.float64))
+            rows = stats.pool_labels == c
+            sampler.pool_mu[c] = stats.pool_mu[rows].astype(np.float64)
+            sampler.pool_sigma[c] = np.exp(0.5 * stats.pool_logvar[rows].astype(np.float64))
     if name == "gmm":
-        sampler.gmm = fit_gmms(sampler.post_mu, gmm_components, seed)
+        sampler.gmm = fit_gmms(sampler.pool_mu, gmm_components, seed)
     return sampler
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler whose class statistics the job computes itself (`--labeled-data`): small and picklable, it is
+    built on each worker from the statistics side input, the same way `build_sampler` builds it on the driver."""
+
+    name: str
+    latent_dim: int
+    conditional_model: bool
+    spread: float
+    gmm_components: int
+    seed: int
+    stats_origin: str
+
+    def build(self, stats: LatentStats) -> LatentSampler:
+        return build_sampler(self.name, self.latent_dim, self.conditional_model, stats, self.spread,
+                             self.gmm_components, self.seed, self.stats_origin)
 
 
 def fit_gmms(per_class: dict, n_components: int, seed: int) -> dict:
     """A full-covariance Gaussian mixture per class (scikit-learn), fitted deterministically."""
     from sklearn.mixture import GaussianMixture
 
-    if n_components <= 0:
-        raise UsageError(f"--gmm-components must be > 0, got {n_components}")
     out = {}
     for c, z in sorted(per_class.items()):
         k = max(1, min(n_components, len(z) // 10))

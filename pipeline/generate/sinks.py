@@ -17,7 +17,6 @@ have to read every shard back.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 
 import apache_beam as beam
@@ -28,10 +27,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.transforms.window import GlobalWindows
 
+from pipeline.dataset.arrow import arrow_schema, to_arrow
+from pipeline.dataset.batch import RecordBatch
+from pipeline.dataset.example import encode_tfrecords
+from pipeline.dataset.layout import FILE_PREFIX, shard_name, write_shard_stats
 from pipeline.generate import faults
-from pipeline.dataset.records import RecordBatch, arrow_schema, encode_tfrecords, to_arrow
 
-DEFAULT_FILE_PREFIX = "part"
 # Measured on decoded MNIST digits (README, Performance): snappy without dictionary encoding writes ~1.5x
 # faster than with it and the files are smaller (dictionaries of unique 784-byte images never pay off).
 DEFAULT_PARQUET_CODEC = "snappy"
@@ -42,11 +43,6 @@ PARQUET_STATISTICS = ["id", "label", "seed"]
 
 class ShardSplitAcrossBundles(RuntimeError):
     """One shard's batches were written by more than one bundle (the sink's input precondition was broken)."""
-
-
-def shard_name(file_prefix: str, shard: int, num_shards: int, suffix: str) -> str:
-    """`part-00003-of-00016.tfrecord`: the same pattern Beam's FileBasedSink uses."""
-    return f"{file_prefix}-{shard:05d}-of-{num_shards:05d}{suffix}"
 
 
 def _check_shards(num_shards: int) -> int:
@@ -129,9 +125,7 @@ class _BatchSink(fileio.FileSink):
         if self._stats_dir:
             stats = {"format": self.format, "shard": self._shard, "num_shards": self._num_shards,
                      "rows": self._rows, "bytes": self._file.size, "sha256": self._file.hexdigest()}
-            name = f"{self.format}-{self._shard:05d}-of-{self._num_shards:05d}-{uuid.uuid4().hex}.json"
-            with FileSystems.create(FileSystems.join(self._stats_dir, name)) as f:
-                f.write(json.dumps(stats).encode())
+            write_shard_stats(self._stats_dir, stats)
 
     def _write_batch(self, batch: RecordBatch):
         raise NotImplementedError
@@ -271,7 +265,7 @@ class WriteParquetShards(_WriteShards):
     what = "parquet"
 
     def __init__(self, output_dir_prefix: str, num_shards: int, *, height: int, width: int,
-                 codec: str = DEFAULT_PARQUET_CODEC, file_prefix: str = DEFAULT_FILE_PREFIX,
+                 codec: str = DEFAULT_PARQUET_CODEC, file_prefix: str = FILE_PREFIX,
                  stats_dir: str | None = None):
         super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir)
         self._schema = arrow_schema(height, width)
@@ -292,25 +286,10 @@ class WriteTFRecordShards(_WriteShards):
     suffix = ".tfrecord"
     what = "tfrecord"
 
-    def __init__(self, output_dir_prefix: str, num_shards: int, *, file_prefix: str = DEFAULT_FILE_PREFIX,
+    def __init__(self, output_dir_prefix: str, num_shards: int, *, file_prefix: str = FILE_PREFIX,
                  stats_dir: str | None = None):
         super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir)
 
     def _sink_fn(self):
         return _SinkFactory(TFRecordBatchSink, self._num_shards, self._stats_dir)
 
-
-def read_shard_stats(stats_dir: str) -> list[dict]:
-    """Every stats file the sinks left in `stats_dir` (replayed bundles may leave identical duplicates)."""
-    try:
-        found = FileSystems.match([FileSystems.join(stats_dir, "*.json")])[0].metadata_list
-    except BeamIOError:
-        return []
-    stats = []
-    for m in found:
-        with FileSystems.open(m.path) as f:
-            try:
-                stats.append(json.loads(f.read()))
-            except ValueError:
-                continue  # a write cut short by a failed attempt; finalize falls back to reading the shard
-    return stats

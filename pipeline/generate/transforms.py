@@ -9,70 +9,24 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-import logging
 import os
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
+from pipeline.dataset.batch import RecordBatch, empty_batch
+from pipeline.dataset.digest import batch_digest, combine_digests
 from pipeline.generate import faults
-from pipeline.dataset.records import RecordBatch, _empty_batch, batch_digest, combine_digests
+from pipeline.generate.job import MAX_FILTER_ROUNDS
+from pipeline.generate.planning import ShardTask, WorkUnit
 
-_LOG = logging.getLogger(__name__)
 NAMESPACE = "vae_augment"
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    """`count` records of class `label` (-1 = unlabeled); ids are unit_id * capacity + index."""
-
-    unit_id: int
-    label: int
-    count: int
-
-
-def plan_units(counts: dict[int, int], capacity: int) -> list[WorkUnit]:
-    """Cut each class's count into units of at most `capacity`, ids assigned in class order."""
-    units = []
-    for label in sorted(counts):
-        left = counts[label]
-        while left > 0:
-            n = min(capacity, left)
-            units.append(WorkUnit(len(units), label, n))
-            left -= n
-    return units
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything output shard `shard` (of `num_shards`) holds: the work units with unit_id % num_shards == shard.
-
-    One task is one Beam element, so one process() call produces the whole shard in one bundle and the
-    sinks can write it with one open file per shard, without shuffling decoded data.
-    """
-
-    shard: int
-    num_shards: int
-    units: tuple[WorkUnit, ...]
-
-
-def plan_shard_tasks(units: list[WorkUnit], num_shards: int) -> list[ShardTask]:
-    """Deal the units round-robin over `num_shards` tasks (classes mix within a shard; sizes differ by <= 1 unit).
-
-    Tasks with no units (more shards than units) still exist, so every shard gets its (empty) file.
-    """
-    if num_shards <= 0:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    ordered = sorted(units, key=lambda u: u.unit_id)
-    return [ShardTask(s, num_shards, tuple(u for u in ordered if u.unit_id % num_shards == s))
-            for s in range(num_shards)]
 
 
 class _SingleThreadedBlas:
@@ -112,11 +66,6 @@ class _SingleThreadedBlas:
 def sample_unit(sampler, seed: int, unit: WorkUnit) -> np.ndarray:
     """A unit's latent codes: a pure function of (sampler, seed, unit)."""
     return sampler.sample(np.random.default_rng([seed, unit.unit_id]), unit.label, unit.count)
-
-
-def spread_evenly(total: int, classes: list[int]) -> dict[int, int]:
-    base, extra = divmod(total, len(classes))
-    return {c: base + (1 if i < extra else 0) for i, c in enumerate(classes)}
 
 
 class _SampleFn(beam.DoFn):
@@ -160,11 +109,6 @@ class NonFiniteOutput(RuntimeError):
 
 class FilterStarved(RuntimeError):
     """Too few candidates pass the classifier filter to fill a work unit within MAX_FILTER_ROUNDS rounds."""
-
-
-# Default rounds of `count` candidates a filtered work unit may decode: enough for a 5% acceptance rate (expected
-# rounds 1/rate), and a bound on the cost of a threshold set too high.
-MAX_FILTER_ROUNDS = 40
 
 
 class _DecodeFn(beam.DoFn):
@@ -250,12 +194,16 @@ class _GenerateShardFn(_DecodeFn):
     stage). TensorFlow releases the GIL, so decoding and writing overlap; with two or more calls in flight
     TensorFlow's intra-op pool stays busy while the writer holds a core. Batches still leave in unit order,
     and records do not depend on the number of threads (0 = decode inline).
+
+    `sampler` is a LatentSampler, or a SamplerSpec that process() builds once per DoFn instance from the
+    class statistics side input `stats`.
     """
 
     def __init__(self, sampler, seed, model_path, batch_size, model_id, sampler_name, capacity, total,
                  jit_compile=False, decode_threads=2, record_filter=None, max_rounds=MAX_FILTER_ROUNDS):
         super().__init__(model_path, batch_size, model_id, sampler_name, seed, capacity, total, jit_compile)
         self._sampler = sampler
+        self._built = None  # the sampler built from the statistics side input
         self._threads = decode_threads
         self._filter = record_filter
         self._max_rounds = max_rounds
@@ -278,20 +226,27 @@ class _GenerateShardFn(_DecodeFn):
             self._blas_held = False
             _SingleThreadedBlas.release()
 
-    def _make(self, unit: WorkUnit) -> tuple[RecordBatch, int]:
+    def _sampler_for(self, stats):
+        if stats is None:
+            return self._sampler
+        if self._built is None:  # the side input is one value for the whole job: build once
+            self._built = self._sampler.build(stats)
+        return self._built
+
+    def _make(self, unit: WorkUnit, sampler) -> tuple[RecordBatch, int]:
         faults.maybe_fail("sample", unit.unit_id)
         if self._filter is None:
-            return self._decode_raw(unit, sample_unit(self._sampler, self._seed, unit))
-        return self._make_filtered(unit)
+            return self._decode_raw(unit, sample_unit(sampler, self._seed, unit))
+        return self._make_filtered(unit, sampler)
 
-    def _make_filtered(self, unit: WorkUnit) -> tuple[RecordBatch, int]:
+    def _make_filtered(self, unit: WorkUnit, sampler) -> tuple[RecordBatch, int]:
         """Sample, decode and classify `unit.count` candidates per round, all rounds drawing from the unit's one
         generator, until `unit.count` pass; keep the first that pass, in draw order. Round 0 is exactly the
         unfiltered draw, and the result depends only on (seed, unit), never on workers, threads or retries."""
         rng = np.random.default_rng([self._seed, unit.unit_id])
         kept_z, kept_img, got, drawn, passed, bad = [], [], 0, 0, 0, 0
         for _ in range(self._max_rounds):
-            candidates, nonfinite = self._decode_raw(unit, self._sampler.sample(rng, unit.label, unit.count))
+            candidates, nonfinite = self._decode_raw(unit, sampler.sample(rng, unit.label, unit.count))
             bad += nonfinite
             mask, _ = self._filter.accept(candidates.images, candidates.labels)
             drawn += unit.count
@@ -315,21 +270,22 @@ class _GenerateShardFn(_DecodeFn):
 
     def _empty(self) -> RecordBatch:
         dec = self._handle.decoder
-        empty = _empty_batch(dec.image_shape[0], dec.image_shape[1], dec.latent_dim)
+        empty = empty_batch(dec.image_shape[0], dec.image_shape[1], dec.latent_dim)
         return RecordBatch(empty.ids, empty.labels, empty.images, empty.latents, self._sampler_name,
                            self._model_id, self._seed)
 
-    def process(self, task: ShardTask):
+    def process(self, task: ShardTask, stats=None):
         if not task.units:
             # Gives the shard its (valid, empty) file, written in this bundle like every other shard.
             yield task.shard, self._empty()
             return
+        sampler = self._sampler_for(stats)
         if self._pool is None:
             for unit in task.units:
-                yield task.shard, self._account(unit, *self._make(unit))
+                yield task.shard, self._account(unit, *self._make(unit, sampler))
             return
         todo = iter(task.units)
-        pending = collections.deque((u, self._pool.submit(self._make, u))
+        pending = collections.deque((u, self._pool.submit(self._make, u, sampler))
                                     for u in itertools.islice(todo, self._threads))
         try:
             while pending:
@@ -337,7 +293,7 @@ class _GenerateShardFn(_DecodeFn):
                 done = future.result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append((nxt, self._pool.submit(self._make, nxt)))
+                    pending.append((nxt, self._pool.submit(self._make, nxt, sampler)))
                 yield task.shard, self._account(unit, *done)
         finally:
             # On failure (or an abandoned bundle) leave no helper thread working for this bundle.
@@ -356,18 +312,23 @@ class GenerateShards(beam.PTransform):
 
     The records equal SampleLatents | DecodeLatents on the same units; every shard's batches come from one
     element, hence one bundle, and an empty task yields one empty batch so its shard still gets a file.
-    With `record_filter` (a pipeline.generate.filter.ClassifierFilter) each unit keeps only candidates that pass it and
-    tops up from the unit's own generator (see _GenerateShardFn._make_filtered).
+    With `record_filter` (a pipeline.generate.filter.ClassifierFilter) each unit keeps only candidates that pass
+    it and tops up from the unit's own generator (see _GenerateShardFn._make_filtered). With `stats` (a
+    singleton side input of LatentStats, e.g. from ComputeClassStats in the same pipeline) `sampler` is a
+    SamplerSpec, built on the workers from those statistics.
     """
 
     def __init__(self, sampler, seed, model_path, batch_size, model_id, sampler_name, capacity, total,
-                 jit_compile=False, decode_threads=2, record_filter=None, max_rounds=MAX_FILTER_ROUNDS, label=None):
+                 jit_compile=False, decode_threads=2, record_filter=None, max_rounds=MAX_FILTER_ROUNDS, stats=None,
+                 label=None):
         super().__init__(label)
         self._fn = _GenerateShardFn(sampler, seed, model_path, batch_size, model_id, sampler_name, capacity,
                                     total, jit_compile, decode_threads, record_filter, max_rounds)
+        self._stats = stats
 
     def expand(self, tasks):
-        return tasks | "SampleAndDecode" >> beam.ParDo(self._fn)
+        side = {} if self._stats is None else {"stats": self._stats}
+        return tasks | "SampleAndDecode" >> beam.ParDo(self._fn, **side)
 
 
 class _SummaryFn(beam.CombineFn):

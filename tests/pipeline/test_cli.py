@@ -23,10 +23,42 @@ def assert_user_error(res, code, *needles):
 
 def test_help_lists_every_command():
     res = invoke("--help")
-    for cmd in ("train", "generate", "stats", "preview", "verify", "train-classifier", "evaluate"):
-        assert cmd in res.output
+    assert res.exit_code == 0
+    listed = {line.split()[0] for line in res.output.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(cli.commands) and "pseudo-label" in listed
 
 
+def test_generate_help_names_every_sampler_format_and_runner():
+    from pipeline.generate.job import FORMATS, RUNNERS
+    from pipeline.generate.samplers import SAMPLERS
+
+    text = " ".join(invoke("generate", "--help").output.split())
+    for name in (*SAMPLERS, *FORMATS, *RUNNERS):
+        assert name in text
+
+
+def test_importing_the_cli_loads_no_tensorflow():
+    """-v is read by the group callback, which quiets the libraries before any command imports TensorFlow; so the
+    module itself must not import it (its C++ start-up lines would reach the terminal first)."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.cli; print(sorted({'tensorflow', 'keras', 'apache_beam'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args,verbose", [(["verify", "/no/such"], False), (["-v", "verify", "/no/such"], True)])
+def test_the_group_quiets_the_libraries_unless_verbose(args, verbose, monkeypatch):
+    import pipeline.cli
+
+    calls = []
+    monkeypatch.setattr(pipeline.cli, "quiet_libraries", calls.append)
+    invoke(*args)
+    assert calls == [verbose]
+
+
+@pytest.mark.e2e
 def test_train_writes_a_model_dir(tmp_path):
     res = invoke("train", "--config", "configs/dense_seed003.yaml", "--set", "epochs=1", "--data", "mnist?limit=1000",
                  "--out", tmp_path / "m", "--quiet")
@@ -63,6 +95,14 @@ def test_train_writes_a_model_dir(tmp_path):
      ["--max-filter-rounds"]),
     (["generate", "--out", "X", "--per-class", "5", "--filter-classifier", "/no/such/clf"], 1,
      ["/no/such/clf", "train-classifier"]),
+    (["generate", "--out", "X", "--per-class", "5", "--sampler", "bogus"], 2, ["--sampler 'bogus'"]),
+    (["generate", "--out", "X", "--per-class", "5", "--runner", "Spark"], 2, ["--runner 'Spark'"]),
+    (["generate", "--out", "X", "--per-class", "5", "--workers", "0"], 2, ["--workers"]),
+    (["generate", "--out", "X", "--per-class", "5", "--stats", "s.npz", "--labeled-data", "mnist"], 2,
+     ["at most one of --stats"]),
+    (["generate", "--out", "X", "--per-class", "5", "--model", "bundled", "--filter-classifier", "bundled",
+      "--shards", "100"], 2, ["--shards 100"]),  # both shortcuts accepted: the job got as far as its shards
+    (["stats", "--model", "bundled", "--data", "mnist?limit=10&unlabeled=1", "--out", "X"], 1, ["no labeled rows"]),
     (["verify", "/no/such/out"], 1, ["manifest.json"]),
     (["preview", "/no/such/out", "--png", "p.png"], 1, ["manifest.json"]),
 ])
@@ -73,6 +113,7 @@ def test_user_mistakes_get_one_line_and_no_output(args, code, needles, tmp_path,
     assert not (tmp_path / "X").exists()
 
 
+@pytest.mark.e2e
 def test_generate_preview_verify_through_the_cli(tmp_path):
     out = tmp_path / "o"
     res = invoke("generate", "--out", out, "--per-class", 20, "--batch-size", 64, "--classes", "1,4",
@@ -89,15 +130,20 @@ def test_generate_preview_verify_through_the_cli(tmp_path):
     assert res.exit_code == 0, res.output
 
 
+def test_a_class_without_labeled_examples_fails_before_the_job(tmp_path):
+    """--labeled-data statistics are computed inside the job; a class the source has no labels for is still
+    refused up front, in one line, with nothing written."""
+    import numpy as np
+
+    src = tmp_path / "five.npz"
+    np.savez(src, x_train=np.zeros((20, 28, 28), np.uint8), y_train=np.arange(20) % 5)
+    res = invoke("generate", "--out", tmp_path / "X", "--per-class", 5, "--classes", "2,8", "--labeled-data",
+                 f"npz:{src}")
+    assert_user_error(res, 2, "--classes 8", "no examples of class 8")
+    assert not (tmp_path / "X").exists()
+
+
 # ---- bad-input matrix: models, statistics, output, data files -------------------------------------------
-
-@pytest.fixture
-def model_copy(tmp_path, bundled):
-    import shutil
-    dst = tmp_path / "model"
-    shutil.copytree(bundled.path, dst)
-    return dst
-
 
 def _damage_model(model, how):
     dec = model / "decoder.keras"
@@ -117,16 +163,25 @@ def _damage_model(model, how):
     ("encoder", ["decoder.keras does not look like a decoder"]),
     ("no_stats", ["needs class statistics", "--labeled-data"]),
 ])
-def test_bad_models_are_reported_without_writing(how, needles, model_copy, tmp_path):
+def test_bad_models_are_reported_without_writing(how, needles, model_copy, tmp_path, reseal):
     _damage_model(model_copy, how)
+    if how != "no_stats":
+        reseal(model_copy, "decoder.keras")  # past the sha256 check, to the checks behind it
     res = invoke("generate", "--model", model_copy, "--out", tmp_path / "X", "--per-class", 5)
     assert_user_error(res, 2 if how == "no_stats" else 1, *needles)
     assert not (tmp_path / "X").exists()
 
 
-def test_statistics_of_another_latent_size_are_refused(tmp_path, tiny_model_dir):
-    res = invoke("generate", "--stats", os.path.join(tiny_model_dir, "latent_stats.npz"), "--out", tmp_path / "X",
-                 "--per-class", 5)
+def test_statistics_of_another_latent_size_are_refused(tmp_path):
+    import numpy as np
+
+    from vae_model.latent_stats import LatentStats
+
+    d = 2
+    small = LatentStats(classes=np.arange(10), counts=np.full(10, 5), means=np.zeros((10, d)),
+                        covs=np.stack([np.eye(d)] * 10), global_count=50, global_mean=np.zeros(d), global_cov=np.eye(d))
+    (tmp_path / "s2.npz").write_bytes(small.to_bytes())
+    res = invoke("generate", "--stats", tmp_path / "s2.npz", "--out", tmp_path / "X", "--per-class", 5)
     assert_user_error(res, 1, "latent size 2", "has 20", "vae-augment stats")
     assert not (tmp_path / "X").exists()
 

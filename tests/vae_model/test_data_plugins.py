@@ -128,13 +128,18 @@ def write_parquet_dir(folder, images, labels, shard_sizes=(25, 35)):
             "image": pa.array([im.tobytes() for im in x], pa.binary()),
             "latent": pa.array([np.zeros(2, np.float32).tolist()] * size, pa.list_(pa.float32())),
         })
-        name = f"part-{k:05d}.parquet"
+        name = f"parquet/part-{k:05d}-of-{len(shard_sizes):05d}.parquet"
+        (folder / "parquet").mkdir(exist_ok=True)
         pq.write_table(table, folder / name)
-        shards.append({"path": name, "format": "parquet", "rows": size})
+        shards.append({"path": name, "format": "parquet", "rows": size, "bytes": (folder / name).stat().st_size,
+                       "sha256": "0" * 64})  # readers check sizes; only verify hashes
         start += size
-    shards.append({"path": "part-00000.tfrecord", "format": "tfrecord", "rows": 5})  # must be ignored
-    manifest = {"shards": shards, "height": images.shape[1], "width": images.shape[2],
-                "dataset_digest": "d" * 64, "total": int(sum(shard_sizes))}
+    shards.append({"path": "tfrecord/part-00000-of-00001.tfrecord", "format": "tfrecord", "rows": 5, "bytes": 9,
+                   "sha256": "0" * 64})  # must be ignored
+    classes, counts = np.unique(labels[:start], return_counts=True)
+    manifest = {"format_version": 1, "shards": shards, "height": images.shape[1], "width": images.shape[2],
+                "dataset_digest": "d" * 64, "total": int(sum(shard_sizes)), "formats": ["parquet", "tfrecord"],
+                "per_class": {str(c): int(n) for c, n in zip(classes, counts)}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -154,7 +159,7 @@ def test_parquet_generator_output(tmp_path, rows):
         assert splits.test is None
         # a classifier trained on it records which records these were
         assert splits.describe()["origin"] == {"manifest": str(folder / "manifest.json"),
-                                               "dataset_digest": "d" * 64, "records": 60}
+                                               "dataset_digest": "d" * 64, "records": 60, "verified": "sizes"}
     assert "origin" not in load_source("mnist?limit=10").describe()
 
 
@@ -167,9 +172,9 @@ def test_a_broken_generate_output_is_one_line_naming_it(tmp_path, rows, case):
         source, needle = f"parquet:{folder}", "manifest"
     else:
         folder = write_parquet_dir(tmp_path / "gen", x, y, shard_sizes=(5,))
-        source, needle = str(folder), "part-00000.parquet"
+        source, needle = str(folder), "part-00000-of-00001.parquet"
         if case == "manifest_missing_shard":
-            os.remove(folder / "part-00000.parquet")
+            os.remove(folder / "parquet" / "part-00000-of-00001.parquet")
         else:
             manifest = json.loads((folder / "manifest.json").read_text())
             manifest["height"] = 27

@@ -1,9 +1,12 @@
 """Fixtures of the dataset tests: a finished generate output written without Beam, with the same codecs, names
 and `publish.finalize` a real job uses (so verify, readers and the source plugin are tested in seconds)."""
+import os
 import shutil
 
 import numpy as np
 import pytest
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.localfilesystem import LocalFileSystem
 
 H, W, LATENT = 6, 5, 3
 CLASSES, PER_CLASS, SHARDS = (0, 1, 2), 100, 2
@@ -106,3 +109,42 @@ def generated_records():
     """(ids, labels, images) of `generated`, in shard order."""
     batches = [b for shard in range(SHARDS) for b in record_batches(shard)]
     return tuple(np.concatenate([getattr(b, k) for b in batches]) for k in ("ids", "labels", "images"))
+
+
+class _ObjectStore(LocalFileSystem):
+    """`dsremote://PATH`: the local PATH served as gs:// serves a bucket (flat object names, prefix listings with
+    sizes, no folders), so remote outputs are tested without a network; only Beam's FileSystems can open it."""
+
+    PREFIX = "dsremote://"
+
+    @classmethod
+    def scheme(cls):
+        return "dsremote"
+
+    @classmethod
+    def _local(cls, path):
+        return "/" + path[len(cls.PREFIX):]
+
+    def has_dirs(self):
+        return False
+
+    def exists(self, path):
+        return os.path.isfile(self._local(path))
+
+    def open(self, path, *args, **kwargs):
+        return super().open(self._local(path), *args, **kwargs)
+
+    def _list(self, prefix):
+        local = self._local(prefix)
+        root = local if local.endswith("/") else os.path.dirname(local)
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                if path.startswith(local):
+                    yield FileMetadata(self.PREFIX + path.lstrip("/"), os.path.getsize(path))
+
+
+@pytest.fixture(scope="session")
+def remote():
+    """remote(local_path) -> the same folder as a `dsremote://` URL (see _ObjectStore)."""
+    return lambda path: _ObjectStore.PREFIX + str(path).lstrip("/")

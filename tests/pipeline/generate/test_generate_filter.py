@@ -1,23 +1,20 @@
-"""Classifier-filtered generation: candidates that fail the filter are dropped, each unit is topped back up from its
-own generator, and the acceptance per class lands in the manifest."""
+"""The classifier filter (pipeline/generate/filter.py) and classifier-filtered generation: candidates that fail the
+filter are dropped, each unit is topped back up from its own generator, and the acceptance per class lands in the
+manifest."""
 import json
+import pickle
 
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.generate.graph import GenerateJob, run_job
 from pipeline.dataset.readers import load_dataframe, load_parquet
-from pipeline.generate.runners import make_runner
-from pipeline.generate.samplers import build_sampler
-from pipeline.generate.transforms import GenerateShards, plan_shard_tasks, plan_units
+from pipeline.generate.filter import ClassifierFilter
+from pipeline.generate.planning import plan_shard_tasks, plan_units
+from pipeline.generate.transforms import GenerateShards
+from vae_model.errors import DataError, ModelError, UsageError
 from vae_model.inference import BatchDecoder
-
-LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-
 
 class EvenPixelSum:
     """Accepts an image when its pixel sum is even: about half, decided by the image alone."""
@@ -59,14 +56,13 @@ def _filtered_by_hand(bundled, sampler, units, seed, capacity, keep):
     return out
 
 
-def test_top_up_follows_the_units_own_generator(bundled):
-    sampler = build_sampler("classgauss", bundled.latent_dim, False, bundled.stats(), spread=1.0)
+def test_top_up_follows_the_units_own_generator(bundled, classgauss, local_pipeline):
+    sampler = classgauss
     units = plan_units({3: 40, 7: 16}, 16)
     want = _filtered_by_hand(bundled, sampler, units, 5, 16,
                              lambda im: im.reshape(len(im), -1).sum(axis=1) % 2 == 0)
     assert any(v > 16 for k, v in want.items() if isinstance(k, tuple))  # some unit needed a second round
-    options = PipelineOptions(LOCAL)
-    with TestPipeline(runner=make_runner(options), options=options) as p:
+    with local_pipeline() as p:
         keyed = p | beam.Create(plan_shard_tasks(units, 2)) | GenerateShards(
             sampler, 5, bundled.path, 16, bundled.model_id, "classgauss", 16, 56, record_filter=EvenPixelSum())
         flat = keyed | beam.Values() | beam.FlatMap(
@@ -75,26 +71,31 @@ def test_top_up_follows_the_units_own_generator(bundled):
         assert_that(flat, equal_to(list(want.items())))
 
 
-def test_a_filter_nothing_passes_fails_the_unit_with_the_acceptance_rate(bundled):
-    sampler = build_sampler("classgauss", bundled.latent_dim, False, bundled.stats(), spread=1.0)
-    options = PipelineOptions(LOCAL)
+def test_a_filter_nothing_passes_fails_the_unit_with_the_acceptance_rate(bundled, classgauss, local_pipeline):
+    sampler = classgauss
     with pytest.raises(Exception, match=r"work unit 0 \(class 4\): only 0 of 48 decoded candidates \(0.00%\) pass "
                                         r"the classifier filter at --min-confidence 0.5; lower --min-confidence, "
                                         r"raise --max-filter-rounds \(now 3\)"):
-        with TestPipeline(runner=make_runner(options), options=options) as p:
+        with local_pipeline() as p:
             _ = p | beam.Create(plan_shard_tasks(plan_units({4: 16}, 16), 1)) | GenerateShards(
                 sampler, 0, bundled.path, 16, bundled.model_id, "classgauss", 16, 16, record_filter=RejectAll(),
                 max_rounds=3)
 
 
+FILTERED = dict(per_class=100, classes=[5, 8], seed=2, shards=2, spread=1.5)
+
+
 @pytest.fixture(scope="module")
 def filtered_job(tmp_path_factory):
+    from pipeline.generate.graph import run_job
+    from pipeline.generate.job import GenerateJob
+
     out = tmp_path_factory.mktemp("filtered") / "o"
-    job = GenerateJob(out=str(out), per_class=100, classes=[5, 8], batch_size=64, seed=2, shards=2,
-                      spread=1.5, filter_classifier="bundled", min_confidence=0.95)
-    return out, run_job(job, LOCAL)
+    job = GenerateJob(out=str(out), batch_size=64, filter_classifier="bundled", min_confidence=0.95, **FILTERED)
+    return out, run_job(job, ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
 
 
+@pytest.mark.e2e
 def test_filtered_job_keeps_exact_counts_and_only_passing_records(filtered_job):
     from vae_model.classifier import load_classifier
 
@@ -115,14 +116,12 @@ def test_filtered_job_keeps_exact_counts_and_only_passing_records(filtered_job):
     assert on_disk["filter"]["per_class"] == f["per_class"]
 
 
-def test_filtered_records_start_with_the_unfiltered_draws_that_pass(filtered_job, tmp_path):
+@pytest.mark.e2e
+def test_filtered_records_start_with_the_unfiltered_draws_that_pass(filtered_job, tmp_path, generate):
     """Round 0 of a filtered unit is exactly the unfiltered job's draw, so the records that pass it come first."""
-    from pipeline.generate.filter import ClassifierFilter
-
     out, m = filtered_job
     plain = tmp_path / "plain"
-    run_job(GenerateJob(out=str(plain), per_class=100, classes=[5, 8], batch_size=64, seed=2, shards=2, spread=1.5),
-            LOCAL)
+    generate(plain, **FILTERED)
     a = load_dataframe(str(plain)).sort_values("id")
     b = load_dataframe(str(out)).sort_values("id")
     images = np.stack([np.frombuffer(x, np.uint8).reshape(28, 28) for x in a["image"]])
@@ -135,41 +134,101 @@ def test_filtered_records_start_with_the_unfiltered_draws_that_pass(filtered_job
         assert filtered[: len(passing)] == passing
 
 
-def test_filtered_records_do_not_depend_on_shards_or_workers(filtered_job, tmp_path):
+@pytest.mark.e2e
+def test_filtered_records_do_not_depend_on_shards_or_workers(filtered_job, tmp_path, generate):
     _, m = filtered_job
-    again = run_job(GenerateJob(out=str(tmp_path / "o"), per_class=100, classes=[5, 8], batch_size=64, seed=2,
-                                shards=3, spread=1.5, filter_classifier="bundled", min_confidence=0.95,
-                                formats=["parquet"]), ["--direct_running_mode=multi_threading",
-                                                       "--direct_num_workers=2"])
+    again = generate(tmp_path / "o", ["--direct_running_mode=multi_threading", "--direct_num_workers=2"],
+                     **{**FILTERED, "shards": 3}, filter_classifier="bundled", min_confidence=0.95,
+                     formats=["parquet"])
     assert again["dataset_digest"] == m["dataset_digest"]
     assert again["filter"]["per_class"] == m["filter"]["per_class"]
     assert again["fingerprint"] == m["fingerprint"]
 
 
-def test_cli_filter_prints_the_acceptance(tmp_path):
+@pytest.mark.e2e
+def test_cli_filter_prints_the_acceptance(tmp_path, local_args):
     from click.testing import CliRunner
 
     from pipeline.cli import cli
+    from pipeline.generate.filter import DEFAULT_FILTER_CONFIDENCE
 
     res = CliRunner().invoke(cli, ["generate", "--out", str(tmp_path / "o"), "--per-class", "30", "--classes", "3",
-                                   "--batch-size", "32", "--filter-classifier", "bundled", *LOCAL])
+                                   "--batch-size", "32", "--filter-classifier", "bundled", *local_args])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert m["filter"]["min_confidence"] == 0.9  # the default threshold
+    assert m["filter"]["min_confidence"] == DEFAULT_FILTER_CONFIDENCE  # without --min-confidence
     line = next(ln for ln in res.output.splitlines() if ln.startswith("filter"))
     assert f"{m['filter']['acceptance']:.1%} of {m['filter']['drawn']:,} decoded candidates passed" in line
 
 
-def test_prior_samples_labeled_by_the_classifier(tmp_path):
+@pytest.mark.e2e
+def test_prior_samples_labeled_by_the_classifier(tmp_path, generate):
     """--sampler prior with a filter: unit class c keeps prior samples the classifier calls c (p >= P)."""
     from vae_model.classifier import load_classifier
 
     out = tmp_path / "o"
-    m = run_job(GenerateJob(out=str(out), per_class=40, classes=[0, 7], sampler="prior", batch_size=64,
-                            filter_classifier="bundled", min_confidence=0.9, formats=["parquet"]), LOCAL)
+    m = generate(out, per_class=40, classes=[0, 7], sampler="prior", filter_classifier="bundled",
+                 min_confidence=0.9, formats=["parquet"])
     assert m["per_class"] == {"0": 40, "7": 40}
     images, labels = load_parquet(str(out))
     probs = load_classifier(None).probabilities(images)
     assert (probs.argmax(axis=1) == labels).all() and (probs.max(axis=1) >= 0.9).all()
     # the prior is not class-conditional: most candidates are other digits
     assert all(v["acceptance"] < 0.5 for v in m["filter"]["per_class"].values())
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan"), True, "0.9"])
+def test_filter_rejects_bad_min_confidence(bad):
+    with pytest.raises(UsageError, match="--min-confidence must be in"):
+        ClassifierFilter(None, bad)
+
+
+def test_filter_is_picklable_and_shares_one_classifier_per_process(mnist_small):
+    import cloudpickle
+
+    f = ClassifierFilter(None, 0.9, batch_size=256)
+    f.setup()
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        blob = dumps(f)
+        assert len(blob) < 10_000  # no model inside
+        g = pickle.loads(blob)
+        assert g._handle is None and g.min_confidence == 0.9
+        g.setup()
+        assert g.classifier is f.classifier  # Shared: same key, same tag -> same loaded model
+    assert ClassifierFilter(None, 0.9, batch_size=128).classifier is not f.classifier
+
+
+def test_filter_accepts_by_probability_of_the_intended_label(mnist_small):
+    x, y = mnist_small.test.images[:300], mnist_small.test.labels[:300]
+    f = ClassifierFilter(None, 0.9, batch_size=128)
+    mask, p = f.accept(x, y)
+    assert mask.dtype == bool and mask.shape == (300,) and p.dtype == np.float32
+    probs = f.classifier.probabilities(x)
+    np.testing.assert_array_equal(p, probs[np.arange(300), y])
+    np.testing.assert_array_equal(mask, (probs.argmax(1) == y) & (p >= 0.9))
+    assert mask.mean() > 0.9
+    wrong = (y + 1) % 10
+    mask_wrong, _ = f.accept(x, wrong)
+    assert mask_wrong.mean() < 0.02
+    # every threshold in (0, 1] is valid; the mask only shrinks as it rises
+    counts = [int(ClassifierFilter(None, t, batch_size=128).accept(x, y)[0].sum()) for t in (0.01, 0.5, 0.99, 1.0)]
+    assert counts == sorted(counts, reverse=True)
+    # unlabeled records are judged by the top class probability
+    mask_u, p_u = f.accept(x, np.full(300, -1))
+    np.testing.assert_array_equal(p_u, probs.max(1))
+    np.testing.assert_array_equal(mask_u, probs.max(1) >= 0.9)
+    assert [a.shape for a in f.accept(x[:0], y[:0])] == [(0,), (0,)]
+    with pytest.raises(DataError, match="not a class of classifier"):
+        f.accept(x[:2], np.array([3, 10]))
+
+
+def test_filter_check_reads_only_the_json_and_names_mismatches(tmp_path):
+    f = ClassifierFilter(None, 0.5)
+    assert f.check(num_classes=10, image_shape=(28, 28))["num_classes"] == 10
+    assert ClassifierFilter("bundled", 0.5).check() == f.check()  # --filter-classifier bundled
+    with pytest.raises(ModelError, match="takes 28x28 images but the model makes 32x32"):
+        f.check(image_shape=(32, 32))
+    with pytest.raises(ModelError, match="knows 10 classes but the model has 12"):
+        f.check(num_classes=12)
+    with pytest.raises(ModelError, match="does not exist"):
+        ClassifierFilter(str(tmp_path / "nope"), 0.5).check()

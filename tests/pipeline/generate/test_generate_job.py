@@ -1,49 +1,71 @@
-"""The generation job on the real bundled model with small N."""
-import json
-
-import apache_beam as beam
+"""A generate job: option checks (job.validate, without Beam), then whole jobs on the bundled model with small N,
+through run_job and through the Beam-examples entry point graph.run."""
+import click
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.generate.graph import GenerateJob, run_job
 from pipeline.dataset.readers import load_parquet, load_table, read_manifest, tfrecord_dataset
-from pipeline.generate.runners import make_runner
-from pipeline.generate.samplers import build_sampler
-from pipeline.generate.transforms import SampleLatents, WorkUnit, plan_units, spread_evenly
 from pipeline.dataset.verify import format_digests, verify_output
-
-LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-
-
-def generate(out, beam_args=LOCAL, **kw):
-    kw.setdefault("batch_size", 64)
-    return run_job(GenerateJob(out=str(out), **kw), list(beam_args))
+from pipeline.generate.job import DEFAULT_SAMPLER, GenerateJob, default_spread, validate
+from pipeline.generate.options import parse_generate_args
+from pipeline.generate.planning import plan_units
+from pipeline.generate.samplers import LatentSampler, SamplerSpec, build_sampler
+from vae_model.errors import UsageError
 
 
-def test_plan_units_and_even_spread():
-    units = plan_units({0: 130, 3: 64, 7: 1}, 64)
-    assert [(u.unit_id, u.label, u.count) for u in units] == [
-        (0, 0, 64), (1, 0, 64), (2, 0, 2), (3, 3, 64), (4, 7, 1)]
-    assert spread_evenly(23, [0, 1, 2]) == {0: 8, 1: 8, 2: 7}
+def test_validate_fills_in_the_defaults_and_counts(bundled):
+    job = GenerateJob(out="X", num=25, classes=[7, 3])
+    checked = validate(job, bundled)
+    assert checked.counts == {3: 13, 7: 12}
+    assert (job.spread, job.shards, job.min_confidence) == (default_spread(DEFAULT_SAMPLER), 1, None)
+    assert isinstance(checked.sampler, LatentSampler) and checked.class_stats is None
+    assert checked.record_filter is None
+    prior = GenerateJob(out="X", num=10, sampler="prior", shards=2)
+    assert validate(prior, bundled).counts == {-1: 10} and prior.shards == 2
 
 
-def test_sample_latents_draws_from_seed_and_unit_id(bundled):
-    sampler = build_sampler("classgauss", bundled.latent_dim, False, bundled.stats(), spread=1.0)
-    units = [WorkUnit(0, 1, 5), WorkUnit(1, 4, 3)]
-    expected = [(u.unit_id, sampler.sample(np.random.default_rng([9, u.unit_id]), u.label, u.count).tobytes())
-                for u in units]
-    options = PipelineOptions(LOCAL)
-    with TestPipeline(runner=make_runner(options), options=options) as p:
-        out = (p | beam.Create(units) | SampleLatents(sampler, 9)
-               | beam.Map(lambda uz: (uz[0].unit_id, uz[1].tobytes())))
-        assert_that(out, equal_to(expected))
+@pytest.mark.parametrize("kw,needle", [
+    (dict(num=5, per_class=5), "exactly one of --num"),
+    (dict(per_class=5, stats="s.npz", labeled_data="mnist"), "at most one of --stats"),
+    (dict(per_class=5, workers=0), "--workers must be > 0"),
+    (dict(per_class=5, shards=0), "--shards 0"),
+    (dict(per_class=5, runner="SparkRunner"), "--runner"),
+    (dict(per_class=5, sampler="vae"), "--sampler 'vae'"),
+    (dict(per_class=5, sampler="gmm", gmm_components=0), "--gmm-components"),
+    (dict(num=5, classes=[3, 3]), "lists a class twice"),
+])
+def test_validate_names_the_flag_of_each_mistake(bundled, kw, needle):
+    with pytest.raises(UsageError, match=needle):
+        validate(GenerateJob(out="X", **kw), bundled)
 
 
+def test_labeled_data_is_checked_on_the_driver_from_its_labels(bundled, tmp_path):
+    """With --labeled-data the statistics are computed in the job, yet a class without labeled examples still
+    fails before it starts: validate reads the source's labels."""
+    src = tmp_path / "five.npz"
+    rng = np.random.default_rng(0)
+    np.savez(src, x_train=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), y_train=np.arange(50) % 5)
+    checked = validate(GenerateJob(out="X", per_class=5, classes=[1, 4], labeled_data=f"npz:{src}"), bundled)
+    assert isinstance(checked.sampler, SamplerSpec)
+    assert checked.class_stats.classes == (0, 1, 2, 3, 4) and checked.class_stats.rows == 50
+    with pytest.raises(UsageError, match="--classes 7: the class statistics have no examples of class 7"):
+        validate(GenerateJob(out="X", per_class=5, classes=[1, 7], labeled_data=f"npz:{src}"), bundled)
+
+
+def test_generate_arguments_parse_into_a_job_and_beam_options():
+    job, beam_args = parse_generate_args(["--out", "X", "--num", "9", "--classes", "3,1", "--stats", "s.npz",
+                                          "--formats", "tfrecord", "--direct_num_workers=2"])
+    assert (job.out, job.num, job.classes, job.stats, job.formats) == ("X", 9, [3, 1], "s.npz", ["tfrecord"])
+    assert job.sampler == DEFAULT_SAMPLER and job.spread is None and beam_args == ["--direct_num_workers=2"]
+    with pytest.raises(click.BadParameter, match="comma-separated integers"):
+        parse_generate_args(["--out", "X", "--num", "9", "--classes", "a,b"])
+    with pytest.raises(click.UsageError, match="Beam options look like"):
+        parse_generate_args(["--out", "X", "--num", "9", "stray"])
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("sampler", ["prior", "centroid", "classgauss", "posterior", "gmm"])
-def test_every_sampler_gives_exact_counts_and_unique_ids(sampler, tmp_path, bundled):
+def test_every_sampler_gives_exact_counts_and_unique_ids(sampler, tmp_path, bundled, generate):
     kw = {"num": 250} if sampler == "prior" else {"per_class": 25, "classes": [0, 3, 7]}
     m = generate(tmp_path / "o", sampler=sampler, **kw)
     images, labels = load_parquet(str(tmp_path / "o"))
@@ -61,18 +83,19 @@ def test_every_sampler_gives_exact_counts_and_unique_ids(sampler, tmp_path, bund
     assert images.std() > 10  # real digits, not blank canvases
 
 
-def test_conditional_sampler_on_a_conditional_model(tmp_path, tiny_conditional_dir):
+@pytest.mark.e2e
+def test_conditional_sampler_on_a_conditional_model(tmp_path, tiny_conditional_dir, generate):
     m = generate(tmp_path / "o", model=tiny_conditional_dir, sampler="conditional", per_class=20, spread=0.8)
     _, labels = load_parquet(str(tmp_path / "o"))
     assert m["per_class"] == {str(c): 20 for c in range(10)} and len(labels) == 200
 
 
-def test_readers_return_exactly_what_the_decoder_makes(tmp_path, bundled):
+@pytest.mark.e2e
+def test_readers_return_exactly_what_the_decoder_makes(tmp_path, bundled, generate):
     """Recompute every record outside Beam (sampler + decoder by hand) and compare with both readers."""
     from vae_model.inference import BatchDecoder
     out = tmp_path / "o"
     m = generate(out, per_class=70, classes=[2, 5], seed=11, shards=2)
-    from pipeline.generate.graph import DEFAULT_SAMPLER, default_spread
     assert m["sampler"] == DEFAULT_SAMPLER and m["config"]["spread"] == default_spread(DEFAULT_SAMPLER)
     sampler = build_sampler(DEFAULT_SAMPLER, bundled.latent_dim, False, bundled.stats(), default_spread(DEFAULT_SAMPLER))
     dec = BatchDecoder(bundled.decoder, 64)
@@ -94,7 +117,8 @@ def test_readers_return_exactly_what_the_decoder_makes(tmp_path, bundled):
     assert len([s for s in m["shards"] if s["format"] == "parquet"]) == 2
 
 
-def test_manifest_records_provenance_and_verifies(tmp_path, bundled):
+@pytest.mark.e2e
+def test_manifest_records_provenance_and_verifies(tmp_path, bundled, generate):
     m = generate(tmp_path / "o", per_class=10, formats=["parquet", "tfrecord"])
     disk = read_manifest(str(tmp_path / "o"))
     assert disk["dataset_digest"] == m["dataset_digest"] and disk["model_id"] == bundled.model_id
@@ -106,32 +130,8 @@ def test_manifest_records_provenance_and_verifies(tmp_path, bundled):
     assert not list((tmp_path / "o").glob("**/*temp*"))
 
 
-def test_class_stats_transform_matches_numpy(bundled):
-    from pipeline.generate.class_stats import ComputeClassStats
-    from vae_model import latent_stats
-    from vae_model.data import load_source
-    from vae_model.inference import BatchEncoder
-    source = "mnist?limit=5000"
-    beam_stats = ComputeClassStats.run_local(bundled, source, seed=0, beam_args=LOCAL)
-    data = load_source(source).train.labeled
-    mu, lv = BatchEncoder(bundled.encoder, 1000)(data.images, data.labels)
-    for i, c in enumerate(beam_stats.classes):
-        rows = mu[data.labels == c].astype(np.float64)
-        assert beam_stats.counts[i] == len(rows)
-        np.testing.assert_allclose(beam_stats.means[i], rows.mean(0), atol=1e-5)
-        np.testing.assert_allclose(beam_stats.covs[i], np.cov(rows.T), atol=1e-4)
-    local = latent_stats.compute(mu, lv, data.labels)
-    np.testing.assert_allclose(beam_stats.global_cov, local.global_cov, atol=1e-5)
-    assert len(beam_stats.post_mu) == min(5000, 10 * latent_stats.POSTERIOR_PER_CLASS)
-
-
-def test_labeled_data_computes_stats_inside_the_job(tmp_path):
-    m = generate(tmp_path / "o", per_class=10, classes=[1], labeled_data="mnist?limit=2000")
-    assert m["per_class"] == {"1": 10}
-
-
 @pytest.mark.e2e
-def test_digest_is_identical_across_workers_runs_and_formats(tmp_path):
+def test_digest_is_identical_across_workers_runs_and_formats(tmp_path, generate):
     kw = dict(per_class=150, classes=[0, 1, 2, 3], seed=5, batch_size=128)
     one = generate(tmp_path / "w1", **kw)
     two = generate(tmp_path / "w2", beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
@@ -144,23 +144,14 @@ def test_digest_is_identical_across_workers_runs_and_formats(tmp_path):
     assert digests == {"parquet": one["dataset_digest"], "tfrecord": one["dataset_digest"]}
 
 
-def test_dataflow_dry_run_carries_gpu_option_resource_hint_and_setup_file(tmp_path):
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions
-    m = run_job(GenerateJob(out="gs://my-bucket/out", per_class=10, runner="DataflowRunner", gpu="nvidia-l4",
-                            workers=4),
-                ["--project=my-project", "--region=us-central1", "--temp_location=gs://my-bucket/tmp",
-                 "--dry_run=True", "--no_auth"])
-    job = m["result"].job
-    assert "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver" in \
-        job.options.view_as(GoogleCloudOptions).dataflow_service_options
-    assert job.options.view_as(SetupOptions).setup_file.endswith("setup.py")
-    envs = job.proto_pipeline.components.environments.values()
-    hints = [dict(e.resource_hints) for e in envs]
-    assert {"beam:resources:accelerator:v1": b"type:nvidia-l4;count:1;install-nvidia-driver"} in hints
-    staged = [a.role_payload for e in envs for a in e.dependencies]
-    assert any(b"workflow.tar.gz" in p for p in staged)
-    comps = job.proto_pipeline.components
-    hinted = {k for k, e in comps.environments.items() if "beam:resources:accelerator:v1" in e.resource_hints}
-    decode_envs = {t.environment_id for t in comps.transforms.values()
-                   if "DecodeLatents" in t.unique_name and t.environment_id}
-    assert decode_envs and decode_envs <= hinted
+@pytest.mark.e2e
+def test_run_takes_the_generate_arguments_and_a_test_pipeline(tmp_path, generate, local_args, local_pipeline):
+    """graph.run(argv) is the job `vae-augment generate ARGV` runs: same records as run_job, its argv recorded."""
+    from pipeline.generate.graph import run
+
+    argv = ["--out", str(tmp_path / "r"), "--per-class", "12", "--classes", "4", "--batch-size", "64", "--seed", "2"]
+    m = run(argv + local_args)
+    assert m["dataset_digest"] == generate(tmp_path / "j", per_class=12, classes=[4], seed=2)["dataset_digest"]
+    assert m["command"].startswith("vae-augment generate --out") and "--save_main_session" in m["beam_args"]
+    t = run(["--out", str(tmp_path / "t"), *argv[2:]], save_main_session=False, test_pipeline=local_pipeline())
+    assert t["dataset_digest"] == m["dataset_digest"] and "--save_main_session" not in t["beam_args"]

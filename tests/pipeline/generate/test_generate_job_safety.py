@@ -1,17 +1,18 @@
-"""Retries, failures and damage: nothing lost, nothing duplicated, nothing partial, problems found."""
+"""Retries and failures of the generate job: nothing lost, nothing duplicated, nothing partial. Every test but the
+first runs whole jobs, with faults injected by pipeline/generate/faults.py."""
 import json
-import re
 import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.generate import faults
 from pipeline.cli import cli
-from pipeline.generate.graph import GenerateJob, run_job
 from pipeline.dataset.readers import load_parquet, tfrecord_dataset
 from pipeline.dataset.verify import verify_output
+from pipeline.generate import faults
+from pipeline.generate.graph import run_job
+from pipeline.generate.job import GenerateJob
 from vae_model.errors import DataError
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -24,6 +25,18 @@ def fresh_faults(monkeypatch, tmp_path):
     monkeypatch.setenv("VAE_AUGMENT_FAULTS_LOG", str(tmp_path / "faults.log"))
     yield
     faults._fired.clear()
+
+
+def test_faults_fail_the_first_attempt_or_every_attempt(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAE_AUGMENT_FAULTS", "decode:2,write:1:always")
+    faults.maybe_fail("decode", 1)  # not planned
+    with pytest.raises(faults.InjectedFault, match="once fault in decode of work unit 2"):
+        faults.maybe_fail("decode", 2)
+    faults.maybe_fail("decode", 2)  # the retry passes
+    for _ in range(2):
+        with pytest.raises(faults.InjectedFault, match="always fault in write of shard 1"):
+            faults.maybe_fail("write", 1)
+    assert fired(tmp_path) == ["decode:2:once", "write:1:always", "write:1:always"]
 
 
 def fired(tmp_path):
@@ -51,12 +64,14 @@ def assert_same_records(out, clean):
     assert not leftovers(out)
 
 
+@pytest.mark.e2e
 def test_every_bundle_replayed_gives_the_same_records(tmp_path, clean):
     out = tmp_path / "o"
     run_job(GenerateJob(out=str(out), **JOB), LOCAL + ["--direct_runner_bundle_repeat=2"])
     assert_same_records(out, clean)
 
 
+@pytest.mark.e2e
 def test_first_attempt_faults_are_retried_to_the_same_records(tmp_path, clean, monkeypatch):
     """BundleBasedDirectRunner retries a failed bundle (as Dataflow does); the fault log proves it fired."""
     monkeypatch.setenv("VAE_AUGMENT_FAULTS", "sample:1,decode:4")
@@ -66,6 +81,7 @@ def test_first_attempt_faults_are_retried_to_the_same_records(tmp_path, clean, m
     assert_same_records(out, clean)
 
 
+@pytest.mark.e2e
 def test_a_write_that_fails_after_its_first_batch_is_retried_to_the_same_records(tmp_path, clean, monkeypatch):
     """The writer of shard 1 dies with a half-written temp file; the retried bundle rewrites it, and neither the
     partial file nor a duplicate of its records reaches the output."""
@@ -77,6 +93,7 @@ def test_a_write_that_fails_after_its_first_batch_is_retried_to_the_same_records
     assert not leftovers(out)
 
 
+@pytest.mark.e2e
 def test_permanent_write_failure_publishes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_AUGMENT_FAULTS", "write:0:always")
     out = tmp_path / "o"
@@ -88,6 +105,7 @@ def test_permanent_write_failure_publishes_nothing(tmp_path, monkeypatch):
     assert not (out / "parquet").exists() and not (out / "tfrecord").exists()
 
 
+@pytest.mark.e2e
 def test_permanent_failure_publishes_nothing_and_a_rerun_succeeds(tmp_path, clean, monkeypatch):
     out = tmp_path / "o"
     args = ["generate", "--out", str(out), "--per-class", "100", "--classes", "0,1,2", "--batch-size", "64",
@@ -110,6 +128,7 @@ def test_permanent_failure_publishes_nothing_and_a_rerun_succeeds(tmp_path, clea
     assert_same_records(out, clean)
 
 
+@pytest.mark.e2e
 def test_overwrite_removes_the_old_manifest_before_writing(tmp_path, monkeypatch):
     out = tmp_path / "o"
     run_job(GenerateJob(out=str(out), per_class=10, batch_size=64), LOCAL)
@@ -122,7 +141,8 @@ def test_overwrite_removes_the_old_manifest_before_writing(tmp_path, monkeypatch
     assert not (out / "manifest.json").exists() and not (out / "parquet").exists()
 
 
-def test_nan_from_the_decoder_fails_the_job_and_writes_nothing(tmp_path, bundled):
+@pytest.mark.e2e
+def test_nan_from_the_decoder_fails_the_job_and_writes_nothing(tmp_path, bundled, reseal):
     import keras
     model = tmp_path / "nanmodel"
     shutil.copytree(bundled.path, model)
@@ -131,60 +151,13 @@ def test_nan_from_the_decoder_fails_the_job_and_writes_nothing(tmp_path, bundled
     w[0][0, :] = np.nan  # one input unit poisons every pixel
     dec.layers[-2].set_weights(w)
     dec.save(model / "decoder.keras")
+    reseal(model, "decoder.keras")
     out = tmp_path / "o"
     res = CliRunner().invoke(cli, ["generate", "--model", str(model), "--out", str(out), "--per-class", "10",
                                    *LOCAL])
     assert res.exit_code == 1
     assert "NaN/Inf" in res.output.strip().splitlines()[-1] and "Traceback" not in res.output
     assert not (out / "manifest.json").exists() and not (out / "parquet").exists()
-
-
-@pytest.fixture
-def damaged(tmp_path, clean):
-    out = tmp_path / "o"
-    shutil.copytree(clean["config"]["out"], out)
-    return out
-
-
-def run_verify(out):
-    res = CliRunner().invoke(cli, ["verify", str(out)])
-    return res.exit_code, res.output
-
-
-def test_verify_passes_an_intact_output(damaged):
-    code, text = run_verify(damaged)
-    assert code == 0 and "OK" in text
-
-
-def test_verify_finds_a_flipped_byte(damaged):
-    shard = sorted((damaged / "parquet").glob("*.parquet"))[0]
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    shard.write_bytes(bytes(data))
-    code, text = run_verify(damaged)
-    assert code == 1 and f"parquet/{shard.name}: sha256 differs" in text
-    with pytest.raises(DataError, match="failed verification"):
-        load_parquet(str(damaged), verify=True)
-
-
-def test_verify_finds_a_missing_and_an_extra_shard(damaged):
-    shards = sorted((damaged / "tfrecord").glob("*.tfrecord"))
-    shutil.move(shards[0], damaged / "tfrecord" / "part-00007-of-00009.tfrecord")
-    code, text = run_verify(damaged)
-    assert code == 1
-    assert f"tfrecord/{shards[0].name}: missing" in text
-    assert "tfrecord/part-00007-of-00009.tfrecord: extra file not in the manifest" in text
-    assert re.search(r"tfrecord: \d+ records in total, manifest says 300", text)  # the extra one is not counted
-
-
-def test_verify_finds_a_truncated_tfrecord(damaged):
-    shard = sorted((damaged / "tfrecord").glob("*.tfrecord"))[-1]
-    shard.write_bytes(shard.read_bytes()[:-100])
-    code, text = run_verify(damaged)
-    assert code == 1
-    assert f"tfrecord/{shard.name}: unreadable tfrecord (ValueError: truncated TFRecord record" in text
-    with pytest.raises(DataError, match="failed verification"):
-        list(tfrecord_dataset(str(damaged), verify=True))
 
 
 @pytest.mark.e2e
@@ -198,6 +171,7 @@ def test_many_bundles_under_multi_processing_keep_exact_counts(tmp_path, clean):
     assert np.bincount(labels).tolist() == [640] * 5
 
 
+@pytest.mark.e2e
 def test_rerun_with_different_shards_replaces_the_old_shard_files(tmp_path, clean):
     out = tmp_path / "o"
     run_job(GenerateJob(out=str(out), **JOB), LOCAL)

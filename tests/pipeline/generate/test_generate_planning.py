@@ -1,23 +1,30 @@
-"""The throughput design (issue 4): shard tasks instead of a shuffle of decoded data, and shard hashes taken while
-writing instead of by reading every shard back. Small and untimed; the numbers live in benchmarks/."""
-import hashlib
-import json
-import os
-
-import apache_beam as beam
+"""Planning (pipeline/generate/planning.py): counts -> work units -> shard tasks, one task per output shard, so
+decoded data is never shuffled (issue 4)."""
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.dataset import publish as outdir
-from pipeline.generate.graph import GenerateJob, run_job
-from pipeline.generate.runners import make_runner
-from pipeline.generate.samplers import build_sampler
-from pipeline.generate.transforms import GenerateShards, ShardTask, WorkUnit, plan_shard_tasks, plan_units
+from pipeline.generate.planning import (RECORDS_PER_SHARD, WorkUnit, default_shards, plan_shard_tasks, plan_units,
+                                        split_evenly)
+from pipeline.generate.transforms import sample_unit
 
-LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+def test_plan_units_cuts_each_class_into_batches_in_class_order():
+    units = plan_units({3: 64, 0: 130, 7: 1}, 64)
+    assert [(u.unit_id, u.label, u.count) for u in units] == [
+        (0, 0, 64), (1, 0, 64), (2, 0, 2), (3, 3, 64), (4, 7, 1)]
+    assert plan_units({}, 64) == []
+
+
+def test_split_evenly_gives_the_first_classes_the_remainder():
+    assert split_evenly(23, [0, 1, 2]) == {0: 8, 1: 8, 2: 7}
+    assert split_evenly(2, [4, 5, 6]) == {4: 1, 5: 1, 6: 0}
+    assert sum(split_evenly(10_001, list(range(10))).values()) == 10_001
+
+
+def test_default_shards_grow_with_the_records_and_stay_bounded():
+    assert default_shards(1) == 1
+    assert default_shards(RECORDS_PER_SHARD) == 1 and default_shards(RECORDS_PER_SHARD + 1) == 2
+    assert default_shards(10 ** 12) == default_shards(10 ** 13)  # capped
 
 
 def test_shard_tasks_deal_every_unit_once_round_robin():
@@ -35,100 +42,15 @@ def test_shard_tasks_deal_every_unit_once_round_robin():
 def test_more_shards_than_units_gives_empty_tasks():
     tasks = plan_shard_tasks(plan_units({1: 5}, 4), 5)
     assert [len(t.units) for t in tasks] == [1, 1, 0, 0, 0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_shards"):
         plan_shard_tasks([], 0)
 
 
-def _records(batches):
-    return sorted((int(i), int(lab), img.tobytes(), z.tobytes()) for b in batches
-                  for i, lab, img, z in zip(b.ids, b.labels, b.images, b.latents))
-
-
-def _decoded_by_hand(bundled, sampler, units, seed, capacity):
-    from pipeline.dataset.records import RecordBatch
-    from vae_model.inference import BatchDecoder
-
-    dec = BatchDecoder(bundled.decoder, capacity)
-    for u in units:
-        z = sampler.sample(np.random.default_rng([seed, u.unit_id]), u.label, u.count)
-        images, _ = dec(z, np.full(u.count, u.label))
-        yield RecordBatch(u.unit_id * capacity + np.arange(u.count), np.full(u.count, u.label), images, z,
-                          "classgauss", bundled.model_id, seed)
-
-
-@pytest.mark.parametrize("threads", [0, 2])
-def test_generate_shards_yields_each_units_records_keyed_by_shard(bundled, threads):
-    sampler = build_sampler("classgauss", bundled.latent_dim, False, bundled.stats(), spread=1.0)
-    units = plan_units({2: 40, 5: 9}, 16)  # 16, 16, 8 | 9
-    tasks = plan_shard_tasks(units, 3) + [ShardTask(3, 4, ())]  # plus an empty task
-    want = _records(_decoded_by_hand(bundled, sampler, units, 4, 16))
-    options = PipelineOptions(LOCAL)
-    with TestPipeline(runner=make_runner(options), options=options) as p:
-        keyed = p | beam.Create(tasks) | GenerateShards(sampler, 4, bundled.path, 16, bundled.model_id,
-                                                        "classgauss", 16, 49, decode_threads=threads)
-        # per task: its units' ids, in unit order; the empty task yields one empty batch
-        ids = keyed | beam.Map(lambda kv: (kv[0], [int(i) for i in kv[1].ids]))
-        assert_that(ids, equal_to([(u.unit_id % 3, [u.unit_id * 16 + i for i in range(u.count)]) for u in units]
-                                  + [(3, [])]), label="ShardsAndIds")
-        records = keyed | beam.Values() | beam.combiners.ToList() | beam.Map(_records)
-        assert_that(records, equal_to([want]), label="Records")
-
-
-def test_manifest_hashes_come_from_the_sinks_not_from_reading_shards(tmp_path, monkeypatch):
-    def no_reading(*a, **k):
-        raise AssertionError("finalize read a shard back although the sink recorded its stats")
-
-    monkeypatch.setattr(outdir, "shard_info", no_reading)
-    out = tmp_path / "o"
-    m = run_job(GenerateJob(out=str(out), per_class=20, classes=[1, 2], batch_size=16, shards=3), LOCAL)
-    assert len(m["shards"]) == 6
-    for s in m["shards"]:
-        data = (out / s["path"]).read_bytes()
-        assert (s["bytes"], s["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
-    assert sum(s["rows"] for s in m["shards"] if s["format"] == "tfrecord") == 40
-    assert not (out / outdir.SUMMARY_DIR).exists()
-
-
-def _fake_out(tmp_path, stats):
-    out = tmp_path / "o"
-    (out / "parquet").mkdir(parents=True)
-    paths = []
-    for shard in range(2):
-        p = out / "parquet" / f"part-{shard:05d}-of-00002.parquet"
-        p.write_bytes(b"x" * (10 + shard))
-        paths.append(p)
-    stats_dir = out / outdir.SUMMARY_DIR / "shards"
-    stats_dir.mkdir(parents=True)
-    for i, s in enumerate(stats):
-        (stats_dir / f"{i}.json").write_text(json.dumps(s))
-    return str(out), paths
-
-
-def _stat(shard, nbytes, sha, rows=3):
-    return {"format": "parquet", "shard": shard, "num_shards": 2, "rows": rows, "bytes": nbytes, "sha256": sha}
-
-
-def test_finalize_entries_trust_only_consistent_stats(tmp_path, monkeypatch):
-    read = []
-    monkeypatch.setattr(outdir, "shard_info", lambda path, fmt, out: read.append(os.path.basename(path)) or
-                        {"path": path, "format": fmt, "rows": -1, "bytes": -1, "sha256": "read"})
-    out, paths = _fake_out(tmp_path, [_stat(0, 10, "a"), _stat(0, 10, "a"),  # identical replay: fine
-                                      _stat(1, 11, "b"), _stat(1, 11, "c")])  # disagreeing: read the file
-    entries = outdir._shard_entries(out, ["parquet"], 2)
-    assert entries[0] == {"path": "parquet/part-00000-of-00002.parquet", "format": "parquet", "rows": 3,
-                          "bytes": 10, "sha256": "a"}
-    assert entries[1]["sha256"] == "read" and read == ["part-00001-of-00002.parquet"]
-
-
-def test_finalize_entries_read_the_file_when_sizes_differ_or_stats_are_missing(tmp_path, monkeypatch):
-    read = []
-    monkeypatch.setattr(outdir, "shard_info", lambda path, fmt, out: read.append(os.path.basename(path)) or
-                        {"path": path, "format": fmt, "rows": 0, "bytes": 0, "sha256": "read"})
-    out, _ = _fake_out(tmp_path, [_stat(0, 99, "a")])  # size differs from the file's 10 bytes; shard 1 has none
-    entries = outdir._shard_entries(out, ["parquet"], 2)
-    assert [e["sha256"] for e in entries] == ["read", "read"]
-    assert sorted(read) == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
-
-
-def test_work_unit_still_takes_three_fields():
-    assert WorkUnit(0, 1, 5) == WorkUnit(unit_id=0, label=1, count=5)
+def test_a_units_latents_depend_only_on_the_seed_and_the_unit(classgauss):
+    """What makes records independent of workers, shards and retries: a unit is its own seeded draw."""
+    unit = WorkUnit(3, 1, 5)
+    z = sample_unit(classgauss, 9, unit)
+    assert z.shape == (5, classgauss.latent_dim) and z.dtype == np.float32
+    assert sample_unit(classgauss, 9, WorkUnit(3, 1, 5)).tobytes() == z.tobytes()
+    for other_seed, other_unit in ((10, unit), (9, WorkUnit(4, 1, 5))):
+        assert sample_unit(classgauss, other_seed, other_unit).tobytes() != z.tobytes()

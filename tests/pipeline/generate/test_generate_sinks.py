@@ -1,3 +1,5 @@
+"""The shard sinks (pipeline/generate/sinks.py) on small in-memory batches: exact records, one file per shard,
+hashes taken while writing."""
 import hashlib
 import json
 import os
@@ -9,47 +11,26 @@ import pytest
 import tensorflow as tf
 from apache_beam import Create, FlatMap
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.dataset.records import (
-    _empty_batch,
-    arrow_batches,
-    arrow_schema,
-    batch_digest,
-    combine_digests,
-    encode_examples,
-    iter_tfrecord_file,
-    parse_example_batches,
-    to_arrow,
-)
-from pipeline.generate.sinks import (
-    ShardSplitAcrossBundles,
-    WriteParquetShards,
-    WriteTFRecordShards,
-    _ShardNaming,
-    read_shard_stats,
-    shard_name,
-)
-from pipeline.generate.runners import make_runner
-from tests.test_records import make_batch
+from pipeline.dataset.arrow import arrow_batches, arrow_schema, to_arrow
+from pipeline.dataset.batch import empty_batch
+from pipeline.dataset.digest import batch_digest, combine_digests
+from pipeline.dataset.example import encode_examples, parse_example_batches
+from pipeline.dataset.tfrecord import iter_tfrecord_file
+from pipeline.dataset.layout import read_shard_stats, shard_name
+from pipeline.generate.sinks import ShardSplitAcrossBundles, WriteParquetShards, WriteTFRecordShards, _ShardNaming
+from tests.pipeline.dataset.test_dataset_codecs import make_batch
 
 H, W, D = 8, 6, 3
 
 
-def pipeline():
-    # An explicit runner: the default DirectRunner would first try (and, offline, fail to fetch) Prism.
-    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
-    return test_pipeline.TestPipeline(runner=make_runner(options), options=options)
-
-
-def make_batches(sizes, h=H, w=W, d=D):
+def make_batches(sizes):
     rng = np.random.default_rng(sum(sizes))
     batches, start = [], 0
     for i, n in enumerate(sizes):
         ids = np.arange(start, start + n) * 7 + 100  # ids cross the 1/2-byte varint boundary
-        batches.append(make_batch(rng, n, h, w, d, ids=ids, sampler=f"s{i % 2}", model_id="vae-x", seed=1000 + i))
+        batches.append(make_batch(rng, n, H, W, D, ids=ids, sampler=f"s{i % 2}", model_id="vae-x", seed=1000 + i))
         start += n
     return batches
 
@@ -59,27 +40,46 @@ def deal(batches, num_shards):
     return {s: batches[s::num_shards] for s in range(num_shards)}
 
 
-def _expand(task, h, w, d):
+def _expand(task):
     shard, batches = task
     # An empty shard still sends one (empty) batch, as GenerateShards does, so it gets its file.
-    return [(shard, b) for b in batches] or [(shard, _empty_batch(h, w, d))]
+    return [(shard, b) for b in batches] or [(shard, empty_batch(H, W, D))]
 
 
 def expected_table(batches):
     return pa.concat_tables([to_arrow(b) for b in batches]).sort_by("id").combine_chunks()
 
 
-def write_both(tmp_path, dealt, h=H, w=W, d=D, stats_dir=None):
-    num_shards = len(dealt)
-    out = str(tmp_path / "out")
-    names = [shard_name("part", i, num_shards, "") for i in range(num_shards)]
-    with pipeline() as p:
-        keyed = p | Create(sorted(dealt.items(), key=lambda kv: kv[0])) | FlatMap(_expand, h, w, d)
-        parquet = keyed | WriteParquetShards(out, num_shards, height=h, width=w, stats_dir=stats_dir)
-        tfrecord = keyed | WriteTFRecordShards(out, num_shards, stats_dir=stats_dir)
-        assert_that(parquet, equal_to([os.path.join(out, n + ".parquet") for n in names]), label="ParquetPaths")
-        assert_that(tfrecord, equal_to([os.path.join(out, n + ".tfrecord") for n in names]), label="TFRecordPaths")
-    return out, names
+# Every case is written by both sinks in ONE pipeline (a pipeline costs seconds): name -> (batch sizes, shards)
+CASES = {
+    "main": ([40, 1, 25, 17, 30, 9, 12], 3),
+    "fewer": ([10], 4),  # fewer batches than shards
+    "empty": ([], 2),
+}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, local_pipeline):
+    """name -> (out, shard names, batches, dealt, stats_dir) of each case in CASES."""
+    root = tmp_path_factory.mktemp("sinks")
+    cases = {}
+    with local_pipeline() as p:
+        for name, (sizes, num_shards) in CASES.items():
+            batches = make_batches(sizes)
+            dealt = deal(batches, num_shards)
+            out, stats_dir = str(root / name), str(root / f"{name}-stats")
+            names = [shard_name("part", i, num_shards, "") for i in range(num_shards)]
+            keyed = (p | f"Create{name}" >> Create(sorted(dealt.items(), key=lambda kv: kv[0]))
+                     | f"Expand{name}" >> FlatMap(_expand))
+            parquet = keyed | f"Parquet{name}" >> WriteParquetShards(out, num_shards, height=H, width=W,
+                                                                    stats_dir=stats_dir)
+            tfrecord = keyed | f"TFRecord{name}" >> WriteTFRecordShards(out, num_shards, stats_dir=stats_dir)
+            assert_that(parquet, equal_to([os.path.join(out, n + ".parquet") for n in names]),
+                        label=f"ParquetPaths{name}")
+            assert_that(tfrecord, equal_to([os.path.join(out, n + ".tfrecord") for n in names]),
+                        label=f"TFRecordPaths{name}")
+            cases[name] = out, names, batches, dealt, stats_dir
+    return cases
 
 
 def assert_only_shards(out, names):
@@ -87,10 +87,10 @@ def assert_only_shards(out, names):
     assert sorted(os.listdir(out)) == expected  # no beam-temp-*/.temp* leftovers
 
 
-def read_parquet(out, names, h=H, w=W):
+def read_parquet(out, names):
     tables = [pq.read_table(os.path.join(out, n + ".parquet")) for n in names]
     for t in tables:
-        assert t.schema.equals(arrow_schema(h, w), check_metadata=True)
+        assert t.schema.equals(arrow_schema(H, W), check_metadata=True)
     return pa.concat_tables(tables).sort_by("id").combine_chunks()
 
 
@@ -99,9 +99,8 @@ def read_tfrecords(out, names):
     return [r.numpy() for r in tf.data.TFRecordDataset(paths)]
 
 
-def test_sinks_write_exact_records(tmp_path):
-    batches = make_batches([40, 1, 25, 17, 30])
-    out, names = write_both(tmp_path, deal(batches, 3))
+def test_sinks_write_exact_records(written):
+    out, names, batches, _, _ = written["main"]
     assert_only_shards(out, names)
     expected = expected_table(batches)
 
@@ -114,10 +113,8 @@ def test_sinks_write_exact_records(tmp_path):
     assert got.sort_by("id").combine_chunks().equals(expected)
 
 
-def test_each_shard_holds_exactly_its_batches_in_order(tmp_path):
-    batches = make_batches([40, 1, 25, 17, 30, 9, 12])
-    dealt = deal(batches, 3)
-    out, names = write_both(tmp_path, dealt)
+def test_each_shard_holds_exactly_its_batches_in_order(written):
+    out, names, _, dealt, _ = written["main"]
     for shard, name in enumerate(names):
         mine = dealt[shard]
         meta = pq.ParquetFile(os.path.join(out, name + ".parquet")).metadata
@@ -131,9 +128,8 @@ def test_each_shard_holds_exactly_its_batches_in_order(tmp_path):
             assert list(iter_tfrecord_file(f)) == [r for b in mine for r in encode_examples(b)]
 
 
-def test_sinks_digest_matches_input(tmp_path):
-    batches = make_batches([50, 60])
-    out, names = write_both(tmp_path, deal(batches, 2))
+def test_sinks_digest_matches_input(written):
+    out, names, batches, _, _ = written["main"]
     want = 0
     for b in batches:
         want = combine_digests(want, batch_digest(b))
@@ -152,9 +148,8 @@ def test_sinks_digest_matches_input(tmp_path):
     assert tfrecord_digest == want
 
 
-def test_sinks_fewer_batches_than_shards(tmp_path):
-    batches = make_batches([10])
-    out, names = write_both(tmp_path, deal(batches, 4))
+def test_sinks_fewer_batches_than_shards(written):
+    out, names, batches, _, _ = written["fewer"]
     assert_only_shards(out, names)
     assert read_parquet(out, names).equals(expected_table(batches))
     assert sorted(read_tfrecords(out, names)) == sorted(encode_examples(batches[0]))
@@ -164,26 +159,22 @@ def test_sinks_fewer_batches_than_shards(tmp_path):
         assert pq.ParquetFile(os.path.join(out, n + ".parquet")).metadata.num_rows == 0
 
 
-def test_sinks_mnist_sized_with_pandas(tmp_path):
-    batches = make_batches([64, 64, 64], 28, 28, 20)
-    out, names = write_both(tmp_path, deal(batches, 2), 28, 28, 20)
-    frame = read_parquet(out, names, 28, 28).to_pandas()
-    assert len(frame) == 192
-    assert frame["image"].map(len).eq(784).all()
-    assert len(read_tfrecords(out, names)) == 192
+def test_sinks_output_reads_with_pandas(written):
+    out, names, batches, _, _ = written["main"]
+    frame = read_parquet(out, names).to_pandas()
+    assert len(frame) == sum(len(b) for b in batches)
+    assert frame["image"].map(len).eq(H * W).all()
 
 
-def test_sinks_empty_input_still_writes_all_shards(tmp_path):
-    out, names = write_both(tmp_path, deal([], 2))
+def test_sinks_empty_input_still_writes_all_shards(written):
+    out, names, _, _, _ = written["empty"]
     assert_only_shards(out, names)
     assert read_parquet(out, names).num_rows == 0
     assert read_tfrecords(out, names) == []
 
 
-def test_stats_files_describe_the_final_files(tmp_path):
-    batches = make_batches([40, 1, 25, 17, 30])
-    stats_dir = str(tmp_path / "stats")
-    out, names = write_both(tmp_path, deal(batches, 3), stats_dir=stats_dir)
+def test_stats_files_describe_the_final_files(written):
+    out, names, batches, _, stats_dir = written["main"]
     assert_only_shards(out, names)
     stats = read_shard_stats(stats_dir)
     assert len(stats) == 6
@@ -194,13 +185,6 @@ def test_stats_files_describe_the_final_files(tmp_path):
         assert (s["bytes"], s["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
         assert s["rows"] == sum(len(b) for b in batches[s["shard"]::3])
     json.dumps(stats)  # plain JSON values only
-
-
-def test_read_shard_stats_skips_missing_dir_and_cut_files(tmp_path):
-    assert read_shard_stats(str(tmp_path / "none")) == []
-    (tmp_path / "a.json").write_text('{"format": "parquet"')  # cut short
-    (tmp_path / "b.json").write_text('{"format": "parquet", "shard": 0}')
-    assert read_shard_stats(str(tmp_path)) == [{"format": "parquet", "shard": 0}]
 
 
 def test_a_shard_written_by_two_bundles_is_refused():
@@ -216,3 +200,21 @@ def test_num_shards_validated():
             WriteTFRecordShards("/tmp/x", bad)
         with pytest.raises(ValueError):
             WriteParquetShards("/tmp/x", bad, height=2, width=2)
+
+
+@pytest.mark.e2e
+def test_manifest_hashes_come_from_the_sinks_not_from_reading_shards(tmp_path, monkeypatch, generate):
+    from pipeline.dataset import layout, publish
+
+    def no_reading(*a, **k):
+        raise AssertionError("finalize read a shard back although the sink recorded its stats")
+
+    monkeypatch.setattr(publish, "shard_info", no_reading)
+    out = tmp_path / "o"
+    m = generate(out, per_class=20, classes=[1, 2], batch_size=16, shards=3)
+    assert len(m["shards"]) == 6
+    for s in m["shards"]:
+        data = (out / s["path"]).read_bytes()
+        assert (s["bytes"], s["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert sum(s["rows"] for s in m["shards"] if s["format"] == "tfrecord") == 40
+    assert not (out / layout.SUMMARY_DIR).exists()

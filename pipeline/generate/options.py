@@ -1,0 +1,99 @@
+"""The `vae-augment generate` flags, declared once: the CLI's `generate` command is made of them, and
+`graph.run(argv)` parses its argv with the same command. Only parse errors are raised here (not an integer,
+not a comma-separated list); every other check is `job.validate`'s.
+
+Light at import (click, numpy, no Beam or TensorFlow): the CLI imports it for its decorators."""
+from __future__ import annotations
+
+import click
+
+from pipeline.generate.job import DEFAULT_SAMPLER, FORMATS, MAX_FILTER_ROUNDS, RUNNERS, GenerateJob
+from pipeline.generate.samplers import SAMPLERS
+
+CONTEXT_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} must be comma-separated integers, e.g. 0,3,7") from None
+    if not out:
+        raise click.BadParameter("give at least one class, e.g. 0,3,7")
+    return out
+
+
+def _names(ctx, param, value):
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+_OPTIONS = [
+    click.option("--model", default=None,
+                 help="Model directory (local or gs://), or 'bundled' (the default): the bundled MNIST model."),
+    click.option("--out", required=True, help="Output directory (local or gs://) for shards and manifest.json."),
+    click.option("--num", type=int, default=None,
+                 help="Total records, split over the classes as evenly as possible."),
+    click.option("--per-class", type=int, default=None, help="Exactly this many records for each class in --classes."),
+    click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, metavar="[" + "|".join(SAMPLERS) + "]",
+                 help="How latent codes are drawn (see the README's sampler comparison)."),
+    click.option("--classes", callback=_int_list, default=None, help="Comma-separated classes (default: all)."),
+    click.option("--spread", type=float, default=None,
+                 help="Scale of the noise around the class centre / example / prior; default 1.25 for posterior, "
+                      "1.0 for the others."),
+    click.option("--labeled-data", default=None,
+                 help="Compute class statistics from this source inside the job (e.g. mnist, csv:FILE) instead of "
+                      "the model directory's."),
+    click.option("--stats", "stats_path", default=None, help="Class statistics file from `vae-augment stats`."),
+    click.option("--gmm-components", type=int, default=GenerateJob.gmm_components, show_default=True,
+                 help="Mixture size for --sampler gmm."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Job seed; same seed, same records."),
+    click.option("--formats", default=",".join(FORMATS), show_default=True, callback=_names,
+                 help="Comma-separated output formats."),
+    click.option("--shards", type=int, default=None, help="Shards per format (default: one per 50,000 records)."),
+    click.option("--batch-size", type=int, default=GenerateJob.batch_size, show_default=True,
+                 help="Records per work unit and decoder batch."),
+    click.option("--runner", default=RUNNERS[0], show_default=True, metavar="[" + "|".join(RUNNERS) + "]",
+                 help="Beam runner. BundleBasedDirectRunner is local and retries failed bundles like Dataflow."),
+    click.option("--workers", type=int, default=None, help="Local worker processes, or Dataflow workers."),
+    click.option("--gpu", default=None,
+                 help="Dataflow GPU type, e.g. nvidia-l4 (adds the accelerator service option and resource hint)."),
+    click.option("--filter-classifier", default=None, metavar="CLF_DIR",
+                 help="Keep only records this classifier (a `train-classifier` directory, or 'bundled') assigns to "
+                      "their label with probability >= --min-confidence; each class is topped back up to its "
+                      "count."),
+    click.option("--min-confidence", type=float, default=None,
+                 help="Threshold for --filter-classifier, in (0, 1]; default 0.9."),
+    click.option("--max-filter-rounds", type=int, default=MAX_FILTER_ROUNDS, show_default=True,
+                 help="With --filter-classifier: rounds of candidates a work unit may decode before the job fails "
+                      "(raise it for --sampler prior, where each class is a small share of the samples)."),
+    click.option("--overwrite", is_flag=True, help="Replace another job's output in --out."),
+    click.argument("beam_args", nargs=-1, type=click.UNPROCESSED),
+]
+
+
+def generate_options(f):
+    """Decorator: every `generate` flag, plus BEAM_ARGS (the options Beam's PipelineOptions takes)."""
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+def job_from_options(beam_args, stats_path=None, **kw) -> tuple[GenerateJob, list[str]]:
+    """The parsed flags as (GenerateJob, Beam arguments)."""
+    bad = [a for a in beam_args if not a.startswith("--")]
+    if bad:
+        raise click.UsageError(f"unexpected argument {bad[0]!r}; Beam options look like --name=value")
+    return GenerateJob(stats=stats_path, **kw), list(beam_args)
+
+
+def parse_generate_args(argv: list[str]) -> tuple[GenerateJob, list[str]]:
+    """`vae-augment generate` arguments (without the command name) as (GenerateJob, Beam arguments); click
+    exceptions for parse errors."""
+    @click.command("generate", context_settings=CONTEXT_SETTINGS)
+    @generate_options
+    def parse(**kw):
+        return job_from_options(**kw)
+
+    return parse.main(list(argv), prog_name="vae-augment generate", standalone_mode=False)
