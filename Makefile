@@ -1,4 +1,4 @@
-# make demo: create .venv, install, generate 100,000 digits with the bundled model into out/demo.
+# make demo: create .venv, install, generate 100,000 digits with the bundled model into out/demo (+ out/demo-preview.png).
 # make test: create or update .venv, run the whole test suite.
 PYTHON ?= python3
 VENV   := .venv
@@ -25,7 +25,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/vae-augment generate --per-class 10000 --out out/demo --overwrite
-	$(BIN)/vae-augment preview out/demo --png out/demo/preview.png
+	$(BIN)/vae-augment preview out/demo --png out/demo-preview.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
