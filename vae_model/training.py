@@ -166,7 +166,8 @@ def _write_plots(root, vae, cfg, splits, hist, encoder, stats):
             z = rng.standard_normal((per_row, m.latent_dim))
         else:
             i = stats.index_of(int(c))
-            z = rng.multivariate_normal(stats.means[i], stats.covs[i], size=per_row, method="cholesky")
+            # eigh, not cholesky: a class with fewer examples than latent dimensions has a singular covariance
+            z = rng.multivariate_normal(stats.means[i], stats.covs[i], size=per_row, method="eigh")
         zs.append(z)
         ys.append(np.full(per_row, c))
     imgs, _ = decoder(np.concatenate(zs).astype(np.float32), np.concatenate(ys))

@@ -53,3 +53,14 @@ def test_each_config_trains_one_epoch_through_the_cli(name, tmp_path):
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["epochs_run"] == 1 and np.isfinite(meta["metrics"]["test"]["neg_elbo"])
     assert meta["config"] == load_config(name, ["epochs=1", "train.data=mnist?limit=600"]).to_dict()
+
+
+@pytest.mark.e2e
+def test_fewer_labeled_examples_per_class_than_latent_dimensions_still_train(tmp_path):
+    # 100 images, ~10 per class, latent 20: every class covariance is singular
+    from vae_model.training import train
+
+    cfg = load_config("default", ["train.epochs=1", "train.data=mnist?limit=100"])
+    meta = train(cfg, str(tmp_path / "m"), verbose=0)
+    assert os.path.isfile(tmp_path / "m" / "plots" / "class_samples.png")
+    assert meta["latent_dim"] == 20
