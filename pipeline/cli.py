@@ -12,11 +12,22 @@ from vae_model.errors import UserError
 from vae_model.latent_stats import POOL_PER_CLASS
 from vae_model.pseudo_label import DEFAULT_NEIGHBOURS, DEFAULT_PSEUDO_LABEL_CONFIDENCE
 
-# Nothing imported at module level may import TensorFlow: the group callback quiets it first, unless -v.
+# Nothing imported at module level may import TensorFlow: _Command quiets it first, unless -v.
+
+
+class _Command(click.Command):
+    """Quiets the libraries after the command's options are parsed and before its body imports TensorFlow, so
+    `--help` and parse errors stay instant."""
+
+    def invoke(self, ctx):
+        quiet_libraries(ctx.find_root().params.get("verbose", False))
+        return super().invoke(ctx)
 
 
 class _Group(click.Group):
     """Turns our UserErrors into a one-line message and an exit code; no traceback for user mistakes."""
+
+    command_class = _Command
 
     def invoke(self, ctx):
         try:
@@ -31,8 +42,6 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx, verbose):
     """Train a VAE on digits and generate synthetic labeled datasets with Apache Beam."""
-    # Runs before any command imports TensorFlow: keeps its C++ start-up chatter off users' terminals.
-    quiet_libraries(verbose)
     ctx.obj = {"verbose": verbose}
 
 

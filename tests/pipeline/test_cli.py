@@ -38,7 +38,7 @@ def test_generate_help_names_every_sampler_format_and_runner():
 
 
 def test_importing_the_cli_loads_no_tensorflow():
-    """-v is read by the group callback, which quiets the libraries before any command imports TensorFlow; so the
+    """-v is read before a command's body runs, which quiets the libraries before it imports TensorFlow; so the
     module itself must not import it (its C++ start-up lines would reach the terminal first)."""
     import subprocess
     import sys
@@ -56,6 +56,18 @@ def test_the_group_quiets_the_libraries_unless_verbose(args, verbose, monkeypatc
     monkeypatch.setattr(pipeline.cli, "quiet_libraries", calls.append)
     invoke(*args)
     assert calls == [verbose]
+
+
+@pytest.mark.parametrize("args", [["generate", "--help"], ["train", "-h"], ["generate", "--per-class", "x"]])
+def test_help_and_parse_errors_import_no_tensorflow(args):
+    """Quieting imports TensorFlow (seconds); help and click's own parse errors must not wait for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.cli\ntry:\n    pipeline.cli.main(%r)\nexcept SystemExit:\n    pass\n"
+            "print(sorted({'tensorflow', 'keras', 'apache_beam'} & set(sys.modules)))" % (args,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
 @pytest.mark.e2e
