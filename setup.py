@@ -32,7 +32,7 @@ setup(
     ],
     extras_require={
         "gcp": ["apache-beam[gcp]>=2.60,<3"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "tensorflow-hub>=0.16", "selenium>=4.20"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "tensorflow-hub>=0.16", "selenium>=4.20", "gcp-storage-emulator"],
     },
     entry_points={
         "console_scripts": ["vae-augment=pipeline.cli:main"],

@@ -77,8 +77,9 @@ def train(config_path, out_dir, data, overrides, quiet):
 def generate(beam_args, **kw):
     """Sample latent codes, decode them in batches with Beam, write Parquet/TFRecord shards + manifest.
 
-    Unknown options (BEAM_ARGS) go to Beam's PipelineOptions, e.g. --direct_running_mode=multi_processing
-    or --project/--region/--temp_location for Dataflow.
+    Other options (BEAM_ARGS) go to Beam's PipelineOptions, as --name value or --name=value, e.g.
+    --direct_running_mode=multi_processing or --project/--region/--temp_location for Dataflow; one Beam cannot
+    parse is an error.
     """
     from pipeline.dataset.layout import manifest_path
     from pipeline.generate.graph import run_job

@@ -6,6 +6,7 @@ naming, the per-shard stats files the sinks leave, and the one manifest reader a
     OUT/tfrecord/part-SSSSS-of-NNNNN.tfrecord
     OUT/.vae-augment-job                      the running job's fingerprint (so a re-run may reuse OUT)
     OUT/.vae-augment-summary/                 the job's counts and shard stats, until finalize removes it
+    OUT/.vae-augment-lock                     while a job runs: who holds OUT (publish.acquire/release)
 
 Containment: a manifest can name only FORMAT/part-SSSSS-of-NNNNN[-TOKEN].FORMAT files of its own folder
 (read_manifest checks the names), and readers reach a shard only through shard_files, which checks it is really
@@ -28,6 +29,7 @@ from vae_model.errors import DataError
 MANIFEST = "manifest.json"
 JOB_MARKER = ".vae-augment-job"
 SUMMARY_DIR = ".vae-augment-summary"
+LOCK = ".vae-augment-lock"
 FORMATS = ("parquet", "tfrecord")
 SHARD_DIRS = {fmt: fmt for fmt in FORMATS}  # OUT/parquet/, OUT/tfrecord/
 SUFFIX = {fmt: "." + fmt for fmt in FORMATS}
@@ -56,6 +58,10 @@ def locate_manifest(path: str) -> tuple[str, str]:
 
 def job_marker_path(out: str) -> str:
     return join(out, JOB_MARKER)
+
+
+def lock_path(out: str) -> str:
+    return join(out, LOCK)
 
 
 def shard_dir(out: str, fmt: str) -> str:
@@ -119,6 +125,11 @@ def _listing(directory: str, glob: str) -> list:
     return [m for m in FileSystems.match([escaped + glob])[0].metadata_list if m.path.startswith(top)]
 
 
+def list_tree(directory: str) -> dict[str, int]:
+    """{path: size in bytes} of every file at any depth under a remote directory, from one prefix listing."""
+    return {m.path: m.size_in_bytes for m in _listing(directory, "**")}
+
+
 def list_files(directory: str) -> dict[str, int]:
     """{path: size in bytes} of the files directly in a local or remote directory, from one listing."""
     top = directory.rstrip("/") + "/"
@@ -168,7 +179,7 @@ def write_shard_stats(stats_dir: str, stats: dict) -> None:
 def read_shard_stats(stats_dir: str) -> list[dict]:
     """Every stats file the sinks left in `stats_dir` (replayed bundles may leave identical duplicates)."""
     try:
-        found = FileSystems.match([join(stats_dir, "*.json")])[0].metadata_list
+        found = [m for m in _listing(stats_dir, "*") if m.path.endswith(".json")]
     except BeamIOError:
         return []
     stats = []

@@ -19,6 +19,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from pipeline.evaluation.distances import nearest_neighbours
+from pipeline.generate.worker_env import portable_model_dir
 from vae_model.errors import DataError, UsageError
 from vae_model.latent_stats import LatentStats
 
@@ -84,7 +85,8 @@ def auto_threshold_of_source(source: str, seed: int) -> float:
 
 class _PruneFn(beam.DoFn):
     def __init__(self, model_path: str, source: str, seed: int, threshold: float):
-        self._model_path, self._source, self._seed, self._threshold = model_path, source, seed, threshold
+        self._model_path, self._source, self._seed = portable_model_dir(model_path), source, seed
+        self._threshold = threshold
 
     def process(self, stats: LatentStats):
         from vae_model.data import load_source

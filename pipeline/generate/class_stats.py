@@ -15,6 +15,7 @@ from apache_beam.coders import coders
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
+from pipeline.generate.worker_env import enable_gpu_memory_growth, portable_model_dir
 from vae_model.errors import DataError, UsageError
 from vae_model.latent_stats import POOL_PER_CLASS, LatentStats, Moments, from_moments
 
@@ -49,13 +50,14 @@ class _EncodeChunkFn(beam.DoFn):
     """Chunk index -> per class (Moments, pool rows); loads encoder and data once per worker."""
 
     def __init__(self, model_path, source, seed):
-        self._model_path, self._source, self._seed = model_path, source, seed
+        self._model_path, self._source, self._seed = portable_model_dir(model_path), source, seed
 
     def setup(self):
         from vae_model.data import load_source
         from vae_model.inference import BatchEncoder
         from vae_model.model_dir import ModelDir
 
+        enable_gpu_memory_growth()
         md = ModelDir.open(self._model_path)
         self._data = load_source(self._source, seed=self._seed).train.labeled
         self._encode = BatchEncoder(md.encoder, CHUNK, md.conditional, md.num_classes)

@@ -15,6 +15,7 @@ import math
 import numpy as np
 from apache_beam.utils import shared
 
+from pipeline.generate.worker_env import enable_gpu_memory_growth
 from vae_model.errors import DataError, ModelError, UsageError
 
 
@@ -73,6 +74,7 @@ class ClassifierFilter:
             from vae_model.classifier import load_classifier
             return _ClassifierHandle(load_classifier(self.classifier_dir, self.batch_size))
 
+        enable_gpu_memory_growth()
         self._handle = self._shared.acquire(load, tag=f"classifier:{self.classifier_dir}:{self.batch_size}")
 
     @property

@@ -7,23 +7,26 @@ pipeline, a side input of the sampling stage.
 `vae-augment generate` arguments."""
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
 from dataclasses import asdict
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from pipeline.dataset import layout, publish
 from pipeline.generate.job import GenerateJob, Validated, validate
 from pipeline.generate.options import parse_generate_args
 from pipeline.generate.planning import plan_shard_tasks, plan_units
-from pipeline.generate.runners import make_runner, runner_description, setup_file
+from pipeline.generate.runners import accelerator, dataflow_gpu_args, make_runner, runner_description, setup_file
 from pipeline.generate.sinks import WriteParquetShards, WriteTFRecordShards
 from pipeline.generate.transforms import GenerateShards, SummarizeRecords
 from vae_model import artifacts
 from vae_model.classifier import CLASSIFIER
+from vae_model.errors import UserError
 from vae_model.model_dir import ModelDir
 
 
@@ -34,7 +37,7 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
         if job.workers:
             args += [f"--num_workers={job.workers}", f"--max_num_workers={job.workers}"]
         if job.gpu:
-            args.append(f"--dataflow_service_options=worker_accelerator=type:{job.gpu};count:1;install-nvidia-driver")
+            args += dataflow_gpu_args(job.gpu, args)
         if not any(a.startswith("--setup_file") for a in args):
             args.append(f"--setup_file={setup_file()}")
     else:
@@ -56,7 +59,7 @@ def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, checked: Validated):
     """
     units = plan_units(checked.counts, job.batch_size)
     total = sum(checked.counts.values())
-    hints = {"accelerator": f"type:{job.gpu};count:1;install-nvidia-driver"} if job.gpu else {}
+    hints = {"accelerator": accelerator(job.gpu)} if job.gpu else {}
     stats = None
     if checked.class_stats is not None:
         # --labeled-data: the samplers are built on the workers from statistics computed in this same job
@@ -78,65 +81,96 @@ def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, checked: Validated):
         keyed | "WriteTFRecord" >> WriteTFRecordShards(layout.shard_dir(job.out, "tfrecord"), job.shards,
                                                        stats_dir=stats_dir)
     summary = keyed | "Batches" >> beam.Values() | "Summarize" >> SummarizeRecords()
-    summary | "WriteSummary" >> beam.Map(json.dumps) | beam.io.WriteToText(
-        layout.summary_prefix(job.out), shard_name_template="", num_shards=1)
+    summary | "WriteSummary" >> beam.Map(_write_summary, layout.summary_prefix(job.out))
     return summary
 
 
+def _write_summary(summary: dict, path: str) -> None:
+    # One file at its exact name (a retry rewrites it whole): Beam's WriteToText finalizes through a glob of
+    # its path, which a `[` in --out breaks.
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(summary).encode() + b"\n")
+
+
 def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> dict:
-    """Validate, run the pipeline to completion, write the manifest. Returns the manifest."""
+    """Validate, then, holding OUT's job lock, prepare OUT, run the pipeline to completion and publish the
+    manifest; any failure from there on cleans OUT up and is one UserError line. Returns the manifest."""
     t0 = time.time()
     md = ModelDir.open(job.model)
     checked = validate(job, md)
     clf_meta = checked.classifier_meta
     clf_sha256 = clf_meta["sha256"][CLASSIFIER] if clf_meta else None
     fingerprint = job.record_fingerprint(md.model_id, clf_sha256)
-    dry_run = job.runner == "DataflowRunner" and any(a in ("--dry_run", "--dry_run=True") for a in beam_args)
-    if not dry_run:
-        publish.prepare(job.out, fingerprint, job.overwrite)
-
     options = _pipeline_options(job, list(beam_args))
+    publish.use_anonymous_gcs(options.view_as(GoogleCloudOptions).no_auth)
     runner = make_runner(options) if test_pipeline is None else None
     p = test_pipeline or beam.Pipeline(runner=runner, options=options)
-    build(p, job, md, checked)
-    started = time.time()
-    try:
-        result = p.run()
-        result.wait_until_finish()
-    except Exception as e:
-        if not dry_run:
-            publish.abandon(job.out)
-        raise publish.JobFailed(e) from e
-    if dry_run:
+    if job.runner == "DataflowRunner" and any(a in ("--dry_run", "--dry_run=True") for a in beam_args):
+        build(p, job, md, checked)
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        except Exception as e:
+            raise publish.JobFailed(e) from e
         return {"dry_run": True, "result": result}
-    elapsed = time.time() - started
-    publish.remove_temp_leftovers(job.out)
-    manifest = publish.finalize(
-        job.out, job.formats, job.shards, checked.counts,
-        {
-            "model_id": md.model_id,
-            "model_dir": md.path,
-            "seed": job.seed,
-            "sampler": job.sampler,
-            "fingerprint": fingerprint,
-            "height": md.image_shape[0],
-            "width": md.image_shape[1],
-            "latent_dim": md.latent_dim,
-            "command": artifacts.command_line(argv),
-            "config": {k: v for k, v in asdict(job).items()},
-            "beam_args": list(beam_args),
-            "versions": artifacts.versions(),
-            "runner": runner_description(options),
-            "elapsed_seconds": round(time.time() - t0, 3),
-            "pipeline_seconds": round(elapsed, 3),
-            **({"filter": {"classifier_dir": job.filter_classifier, "min_confidence": job.min_confidence,
-                           "classifier_sha256": clf_sha256,
-                           "classifier_id": clf_meta.get("classifier_id"),
-                           "classifier_test_accuracy": clf_meta.get("metrics", {}).get("test", {}).get("accuracy")}}
-               if clf_meta else {}),
-        })
+    info = _manifest_info(job, md, checked, fingerprint, options, argv, beam_args)
+    with publish.exclusive(job.out, fingerprint):
+        publish.prepare(job.out, fingerprint, job.overwrite)
+        try:
+            build(p, job, md, checked)
+            started = time.time()
+            result = p.run()
+            result.wait_until_finish()
+            timing = {"elapsed_seconds": round(time.time() - t0, 3),
+                      "pipeline_seconds": round(time.time() - started, 3)}
+            publish.remove_temp_leftovers(job.out)
+            manifest = publish.finalize(job.out, job.formats, job.shards, checked.counts, {**info, **timing})
+        except BaseException as e:
+            failed = e if isinstance(e, UserError) or not isinstance(e, Exception) else publish.JobFailed(e)
+            _let_go(e)
+            publish.abandon(job.out)
+            if failed is e:
+                raise  # already one line, or Ctrl-C
+            raise failed from e
     manifest["result"] = result
     return manifest
+
+
+def _let_go(error: BaseException) -> None:
+    """Free what a failed run still holds through `error`'s tracebacks, before the cleanup looks: a failed bundle's
+    open GCS writer uploads its partial temp object when it is garbage-collected, which would be after `abandon`."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+    gc.collect()
+
+
+def _manifest_info(job: GenerateJob, md: ModelDir, checked: Validated, fingerprint: str, options, argv,
+                   beam_args) -> dict:
+    """What the manifest records about the job besides its records and timing."""
+    clf_meta = checked.classifier_meta
+    return {
+        "model_id": md.model_id,
+        "model_dir": md.path,
+        "seed": job.seed,
+        "sampler": job.sampler,
+        "fingerprint": fingerprint,
+        "height": md.image_shape[0],
+        "width": md.image_shape[1],
+        "latent_dim": md.latent_dim,
+        "command": artifacts.command_line(argv),
+        "config": {k: v for k, v in asdict(job).items()},
+        "beam_args": list(beam_args),
+        "versions": artifacts.versions(),
+        "runner": runner_description(options),
+        **({"filter": {"classifier_dir": job.filter_classifier, "min_confidence": job.min_confidence,
+                       "classifier_sha256": clf_meta["sha256"][CLASSIFIER],
+                       "classifier_id": clf_meta.get("classifier_id"),
+                       "classifier_test_accuracy": clf_meta.get("metrics", {}).get("test", {}).get("accuracy")}}
+           if clf_meta else {}),
+    }
 
 
 def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:

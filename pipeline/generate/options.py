@@ -1,6 +1,7 @@
 """The `vae-augment generate` flags, declared once: the CLI's `generate` command is made of them, and
 `graph.run(argv)` parses its argv with the same command. Only parse errors are raised here (not an integer,
-not a comma-separated list); every other check is `job.validate`'s.
+not a comma-separated list, a Beam option no Beam options class parses, Dataflow options Dataflow would refuse);
+every other check is `job.validate`'s.
 
 Light at import (click, numpy, no Beam or TensorFlow): the CLI imports it for its decorators."""
 from __future__ import annotations
@@ -9,6 +10,7 @@ import click
 
 from pipeline.generate.job import DEFAULT_SAMPLER, FORMATS, MAX_FILTER_ROUNDS, RUNNERS, GenerateJob
 from pipeline.generate.samplers import SAMPLERS
+from vae_model.errors import UsageError
 
 CONTEXT_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 
@@ -58,7 +60,9 @@ _OPTIONS = [
                  help="Beam runner. BundleBasedDirectRunner is local and retries failed bundles like Dataflow."),
     click.option("--workers", type=int, default=None, help="Local worker processes, or Dataflow workers."),
     click.option("--gpu", default=None,
-                 help="Dataflow GPU type, e.g. nvidia-l4 (adds the accelerator service option and resource hint)."),
+                 help="Dataflow GPU type, e.g. nvidia-l4: adds the accelerator service option, a resource hint on "
+                      "the decode step and, unless --machine_type is given, the smallest machine type for it "
+                      "(g2-standard-4 for nvidia-l4)."),
     click.option("--filter-classifier", default=None, metavar="CLF_DIR",
                  help="Keep only records this classifier (a `train-classifier` directory, or 'bundled') assigns to "
                       "their label with probability >= --min-confidence; each class is topped back up to its "
@@ -81,11 +85,53 @@ def generate_options(f):
 
 
 def job_from_options(beam_args, stats_path=None, **kw) -> tuple[GenerateJob, list[str]]:
-    """The parsed flags as (GenerateJob, Beam arguments)."""
-    bad = [a for a in beam_args if not a.startswith("--")]
-    if bad:
-        raise click.UsageError(f"unexpected argument {bad[0]!r}; Beam options look like --name=value")
-    return GenerateJob(stats=stats_path, **kw), list(beam_args)
+    """The parsed flags as (GenerateJob, Beam arguments, each one `--name=value` token or a bare flag)."""
+    job = GenerateJob(stats=stats_path, **kw)
+    args = beam_arguments(beam_args)
+    if job.runner == "DataflowRunner":
+        from pipeline.generate.runners import check_dataflow_args
+
+        check_dataflow_args(job.gpu, args)
+    return job, args
+
+
+def beam_arguments(args) -> list[str]:
+    """`args` as Beam's own argparse reads them (`--name value` and `--name=value` alike), each option returned as
+    one `--name=value` token so the job and its manifest see one spelling. UsageError (one line) for what no Beam
+    options class parses: Beam would only warn and drop it."""
+    import difflib
+
+    parser = _beam_parser()
+    _, unknown = parser.parse_known_args(list(args))
+    if unknown:
+        name = unknown[0].split("=", 1)[0]
+        close = difflib.get_close_matches(name, parser._option_string_actions) if name.startswith("--") else []
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"Expected Beam pipeline options such as --region us-central1 or --region=us-central1; "
+                         f"Received: {unknown[0]!r}{hint}")
+    out, rest = [], list(args)
+    while rest:
+        arg = rest.pop(0)
+        action = parser._option_string_actions.get(arg)
+        if action is not None and action.nargs is None and rest:  # an option that takes one value
+            arg = f"{arg}={rest.pop(0)}"
+        out.append(arg)
+    return out
+
+
+def _beam_parser():
+    """Every option of every PipelineOptions class, as PipelineOptions.get_all_options builds its parser; parse
+    errors raise UsageError instead of printing argparse's usage and exiting."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    class Parser(_BeamArgumentParser):
+        def error(self, message):
+            raise UsageError(f"Beam options: {message}")
+
+    parser = Parser(allow_abbrev=False, add_help=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    return parser
 
 
 def parse_generate_args(argv: list[str]) -> tuple[GenerateJob, list[str]]:

@@ -1,12 +1,39 @@
-"""Which Beam runner executes a job. Locally we use Beam's portable FnApiRunner directly: it is what
-DirectRunner ends up using for batch jobs, without first trying (and, offline, failing to download) Prism."""
+"""Which Beam runner executes a job, and what Dataflow needs from the driver. Locally we use Beam's portable
+FnApiRunner directly: it is what DirectRunner ends up using for batch jobs, without first trying (and, offline,
+failing to download) Prism."""
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DebugOptions, DirectOptions, GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions, TestOptions, WorkerOptions)
 
 from vae_model.errors import UsageError
+
+# Dataflow GPU types and the Compute Engine machine series each one runs on, as the "GPU machine types" page
+# (https://cloud.google.com/compute/docs/gpus) lists them; Dataflow's GPU pages defer to it
+# (https://cloud.google.com/dataflow/docs/gpu/gpu-support, .../dataflow/docs/gpu/use-l4-gpus: "L4 is available
+# only with G2 machine types"). type -> (series, machine type prefixes, smallest machine type with one GPU; None:
+# Dataflow's default N1 machine type takes the GPU as it is).
+_N1 = ("n1-", "custom-")  # predefined and custom N1 machine types
+DATAFLOW_GPUS = {
+    "nvidia-l4": ("G2", ("g2-",), "g2-standard-4"),
+    "nvidia-tesla-a100": ("A2 Standard", ("a2-highgpu-", "a2-megagpu-"), "a2-highgpu-1g"),
+    "nvidia-a100-80gb": ("A2 Ultra", ("a2-ultragpu-",), "a2-ultragpu-1g"),
+    "nvidia-h100-80gb": ("A3 High", ("a3-highgpu-",), "a3-highgpu-1g"),
+    "nvidia-tesla-t4": ("N1", _N1, None),
+    "nvidia-tesla-v100": ("N1", _N1, None),
+    "nvidia-tesla-p100": ("N1", _N1, None),
+    "nvidia-tesla-p4": ("N1", _N1, None),
+}
+
+# What setup.py packages (its packages and package_dir), all Beam's stager needs to build workflow.tar.gz, and
+# the README, without which setuptools' sdist warns.
+_PACKAGE_SOURCES = ("setup.py", "vae_model", "pipeline", "configs", "README.md")
 
 
 def is_dataflow(options: PipelineOptions) -> bool:
@@ -14,13 +41,13 @@ def is_dataflow(options: PipelineOptions) -> bool:
 
 
 def make_runner(options: PipelineOptions):
-    """FnApiRunner for local runs (honours --direct_running_mode/--direct_num_workers); None = use options.
+    """FnApiRunner for local runs (honours --direct_running_mode/--direct_num_workers); DataflowRunner.
 
     `--runner=BundleBasedDirectRunner` selects Beam's older local runner, which retries a failed bundle up to
     four times the way Dataflow does (the FnApiRunner does not retry): slower, used to test retry safety.
     """
     if is_dataflow(options):
-        return None
+        return _dataflow_runner_class()()
     if (options.view_as(StandardOptions).runner or "").endswith("BundleBasedDirectRunner"):
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
         return BundleBasedDirectRunner()
@@ -34,6 +61,41 @@ def make_runner(options: PipelineOptions):
     return fn_runner.FnApiRunner(provision_info=info)
 
 
+@functools.cache
+def _dataflow_runner_class():
+    from apache_beam.runners.dataflow import dataflow_runner
+
+    class DataflowRunner(dataflow_runner.DataflowRunner):  # the name Beam's option validator looks for
+        """Beam's DataflowRunner; a dry run also writes --dataflow_job_file, which Beam writes only when it
+        submits, so the job description can be checked without a project."""
+
+        def run_pipeline(self, pipeline, options, pipeline_proto=None):
+            result = super().run_pipeline(pipeline, options, pipeline_proto)
+            path = options.view_as(DebugOptions).dataflow_job_file
+            if options.view_as(TestOptions).dry_run and path:
+                _write_job_description(result.job, path)
+            return result
+
+    return DataflowRunner
+
+
+def _write_job_description(job, path: str) -> None:
+    """The description Beam would submit for `job`, written to `path`; nothing is uploaded."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    class Offline(apiclient.DataflowApplicationClient):
+        def stage_file_with_retry(self, *args, **kwargs):
+            pass
+
+        def _gcs_file_copy(self, *args, **kwargs):
+            pass
+
+    Offline(job.options, job.root_staging_location).create_job_description(job)
+    with FileSystems.create(path) as f:
+        f.write(job.json().encode())
+
+
 def runner_description(options: PipelineOptions) -> dict:
     if is_dataflow(options):
         return {"runner": "DataflowRunner"}
@@ -44,8 +106,67 @@ def runner_description(options: PipelineOptions) -> dict:
             "direct_num_workers": d.direct_num_workers}
 
 
-def setup_file() -> str:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "setup.py")
-    if not os.path.exists(path):
+def accelerator(gpu: str) -> str:
+    """Dataflow's accelerator spec for one GPU of type `gpu`, with the NVIDIA driver installed on the worker."""
+    return f"type:{gpu};count:1;install-nvidia-driver"
+
+
+def dataflow_gpu_args(gpu: str, beam_args: list[str]) -> list[str]:
+    """The Beam options `--gpu TYPE` adds for Dataflow: the accelerator service option and, unless `beam_args` name
+    a machine type, the smallest one of the series the GPU runs on. UsageError for a machine type of another
+    series, or for a GPU type this table does not know given without a machine type."""
+    machine = PipelineOptions(beam_args).view_as(WorkerOptions).machine_type
+    added = [f"--dataflow_service_options=worker_accelerator={accelerator(gpu)}"]
+    if gpu not in DATAFLOW_GPUS:
+        if machine is None:
+            raise UsageError(f"Expected --gpu one of {', '.join(DATAFLOW_GPUS)}, or --machine_type for another "
+                             f"Dataflow GPU type; Received: gpu={gpu!r}")
+        return added
+    series, prefixes, default = DATAFLOW_GPUS[gpu]
+    if machine is None:
+        return added + ([f"--machine_type={default}"] if default else [])
+    if not machine.startswith(prefixes):
+        example = default or "n1-standard-4"
+        raise UsageError(f"Expected a machine type of the {series} series for --gpu {gpu} (e.g. "
+                         f"--machine_type={example}); Received: machine_type={machine!r}")
+    return added
+
+
+def check_dataflow_args(gpu: str | None, beam_args: list[str]) -> None:
+    """Dataflow options a job would only fail on later: the GPU and machine type pair, and the temp location.
+    Beam replaces a malformed --temp_location (or none) by a default bucket it creates over the network: minutes
+    of retries before an error without credentials."""
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+
+    if gpu:
+        dataflow_gpu_args(gpu, beam_args)
+    options = PipelineOptions(beam_args)
+    cloud = options.view_as(GoogleCloudOptions)
+    validator = PipelineOptionsValidator(options, None)
+    given = [name for name in ("temp_location", "staging_location") if getattr(cloud, name) is not None]
+    problems = [validator.validate_gcs_path(cloud, name) for name in given]
+    if given and all(problems):  # Beam falls back on whichever of the two is well-formed
+        raise UsageError(f"Expected --temp_location=gs://BUCKET/PATH; Beam says: {problems[0][0]}")
+    if not given and cloud.no_auth:
+        raise UsageError("Expected --temp_location=gs://BUCKET/PATH: with --no_auth Beam cannot create a default "
+                         "bucket; Received: no --temp_location")
+
+
+def setup_file(root: str | None = None) -> str:
+    """setup.py of a clean copy of the package sources (`root`: the checkout this module runs from) in a temp
+    dir, for Beam's stager to build workflow.tar.gz from. Not the checkout itself: a build/ left there by an
+    in-tree `pip install .` shadows the `build` module the stager runs first ("No module named build.__main__"),
+    and whatever else lies in the checkout is no business of the workers."""
+    root = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if not os.path.exists(os.path.join(root, "setup.py")):
         raise UsageError("DataflowRunner needs the package staged: pass --setup_file=PATH/TO/vae-augment/setup.py")
-    return path
+    dest = tempfile.mkdtemp(prefix="vae-augment-stage-")
+    atexit.register(shutil.rmtree, dest, True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in _PACKAGE_SOURCES:
+        src = os.path.join(root, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(dest, name), ignore=skip)
+        elif os.path.exists(src):
+            shutil.copy2(src, dest)
+    return os.path.join(dest, "setup.py")

@@ -22,7 +22,7 @@ import uuid
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.transforms.window import GlobalWindows
@@ -31,6 +31,7 @@ from pipeline.dataset.arrow import arrow_schema, to_arrow
 from pipeline.dataset.batch import RecordBatch
 from pipeline.dataset.example import encode_tfrecords
 from pipeline.dataset.layout import FILE_PREFIX, shard_name, write_shard_stats
+from pipeline.dataset.publish import delete_tree
 from pipeline.generate import faults
 
 # Measured on decoded MNIST digits (README, Performance): snappy without dictionary encoding writes ~1.5x
@@ -203,11 +204,12 @@ def _shard_of(element) -> int:
 
 
 def _finish_write(file_results, output_dir: str, temp_dir: str, num_shards: int, what: str):
-    # fileio.WriteToFiles moves the temp files but never removes its temp directory.
+    # fileio.WriteToFiles moves the temp files but never removes its temp directory (FileSystems.delete would
+    # take its name as a glob, and on an object store finds no "folder" object).
     try:
-        FileSystems.delete([temp_dir])
-    except BeamIOError:
-        pass  # already gone, or an object store with no directory objects
+        delete_tree(temp_dir)
+    except Exception:  # noqa: BLE001 - best effort: publish.remove_temp_leftovers removes what is left
+        pass
     paths = sorted(FileSystems.join(output_dir, r.file_name) for r in file_results)
     if len(set(paths)) != num_shards:
         # Only possible if some shard got no element at all (input without one element per shard).

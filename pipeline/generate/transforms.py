@@ -25,6 +25,7 @@ from pipeline.dataset.digest import batch_digest, combine_digests
 from pipeline.generate import faults
 from pipeline.generate.job import MAX_FILTER_ROUNDS
 from pipeline.generate.planning import ShardTask, WorkUnit
+from pipeline.generate.worker_env import enable_gpu_memory_growth, portable_model_dir
 
 NAMESPACE = "vae_augment"
 
@@ -113,7 +114,7 @@ class FilterStarved(RuntimeError):
 
 class _DecodeFn(beam.DoFn):
     def __init__(self, model_path, batch_size, model_id, sampler_name, seed, capacity, total, jit_compile=False):
-        self._model_path = model_path
+        self._model_path = portable_model_dir(model_path)  # the bundled model resolves on the worker
         self._batch_size = batch_size
         self._model_id = model_id
         self._sampler_name = sampler_name
@@ -127,13 +128,18 @@ class _DecodeFn(beam.DoFn):
 
     def setup(self):
         def load():
+            from vae_model.errors import ModelError
             from vae_model.inference import BatchDecoder
             from vae_model.model_dir import ModelDir
 
             md = ModelDir.open(self._model_path)
+            if md.model_id != self._model_id:  # e.g. a container that bakes in another version's bundled model
+                raise ModelError(f"this worker's model {md.path} is {md.model_id}, the job's is {self._model_id}: "
+                                 "stage or install the same vae-augment version on the workers")
             return _DecoderHandle(BatchDecoder(md.decoder, self._batch_size, md.conditional, md.num_classes,
                                                jit_compile=self._jit))
 
+        enable_gpu_memory_growth()
         self._handle = self._shared.acquire(load, tag=f"{self._model_path}:{self._batch_size}:{self._jit}")
         self._done = 0
         self._started = time.time()

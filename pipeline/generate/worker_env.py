@@ -1,0 +1,46 @@
+"""What a worker process sets up for itself: it cannot use the driver's view of the machine.
+
+- Bundled assets: the driver's absolute path of the bundled model or classifier means nothing on a Dataflow
+  worker, which installs the package elsewhere. DoFns keep "bundled" and resolve it in `setup`.
+- GPU memory: Dataflow runs one SDK process per vCPU, all sharing the worker's GPU; by default TensorFlow maps
+  nearly all GPU memory in the first process that touches it.
+
+Light at import (no TensorFlow, no Beam)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from vae_model.artifacts import BUNDLED
+
+_LOG = logging.getLogger(__name__)
+
+
+def portable_dir(path: str | None, bundled_dir) -> str:
+    """`path` as a worker can open it: "bundled" for None, "bundled" or the driver's copy of the bundled directory
+    (`bundled_dir()`); any other path unchanged (a gs:// directory reads the same everywhere)."""
+    if path in (None, BUNDLED):
+        return BUNDLED
+    if "://" not in path and os.path.realpath(path) == os.path.realpath(bundled_dir()):
+        return BUNDLED
+    return path
+
+
+def portable_model_dir(path: str | None) -> str:
+    from vae_model.model_dir import bundled_model_dir
+
+    return portable_dir(path, bundled_model_dir)
+
+
+def enable_gpu_memory_growth() -> int:
+    """Let TensorFlow grow its GPU memory as needed instead of mapping it all up front. Call in DoFn.setup before
+    this process loads a model; a no-op without a GPU. Returns the number of GPUs seen."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # this process already initialized the GPU without it; nothing to change now
+            _LOG.warning("TensorFlow already set up %s in this process; GPU memory growth not enabled", gpu.name)
+    return len(gpus)
