@@ -151,3 +151,23 @@ def test_beam_logs_stay_off_the_terminal_unless_verbose(monkeypatch):
     finally:
         for n, level in levels.items():
             logging.getLogger(n).setLevel(level)
+
+
+@pytest.mark.e2e
+def test_glob_characters_and_spaces_in_model_data_and_out_paths(tmp_path, bundled):
+    # Beam's FileSystems.match treats [ * ? as a pattern: every path here must still be used as a path ('?' starts
+    # a SOURCE's options, so data paths can't hold it; --out can)
+    from vae_model.data import load_source
+    import numpy as np
+
+    root = tmp_path / "g m[1]*"
+    shutil.copytree(bundled.path, root / "model")
+    real = load_source("mnist?limit=300").train
+    np.savez(root / "d.npz", x_train=real.images, y_train=real.labels)
+    out = root / "o?ut"
+    res = CliRunner().invoke(cli, ["generate", "--model", str(root / "model"), "--labeled-data",
+                                   f"npz:{root / 'd.npz'}", "--per-class", "20", "--classes", "0,1",
+                                   "--batch-size", "64", "--out", str(out), *LOCAL])
+    assert res.exit_code == 0, res.output
+    assert verify_output(str(out)) == []
+    assert json.loads((out / "manifest.json").read_text())["per_class"] == {"0": 20, "1": 20}
