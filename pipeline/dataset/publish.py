@@ -181,18 +181,39 @@ def _create_local(out: str, path: str, data: bytes) -> bool:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise _not_writable(out, e) from None
+    # Written whole under a unique name, then hard-linked into place: link() fails if the lock exists, like
+    # O_EXCL, but a racing job never sees the lock empty (it would name no owner).
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            return _create_local_excl(path, data)  # a filesystem without hard links
+    except OSError as e:
+        raise _not_writable(out, e) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+    return True
+
+
+def _create_local_excl(path: str, data: bytes) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
-    except OSError as e:
-        raise _not_writable(out, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-    except OSError as e:
+    except OSError:
         os.remove(path)  # a lock nobody can read would block OUT for nothing
-        raise _not_writable(out, e) from None
+        raise
     return True
 
 
