@@ -228,7 +228,8 @@ SHARD_FILE = {fmt: re.compile(rf"{FILE_PREFIX}-[0-9]{{5,}}-of-[0-9]{{5,}}(?:-[0-
                               + re.escape(SUFFIX[fmt])) for fmt in FORMATS}
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an error's message (its type when empty), for one-line user errors."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
@@ -343,10 +344,10 @@ def read_manifest(out_dir: str) -> dict:
     try:
         manifest = _read_json(path)
     except ValueError as e:
-        raise InvalidManifest(f"{path}: not valid JSON ({_first_line(e)}); re-run generate to rewrite the output") \
+        raise InvalidManifest(f"{path}: not valid JSON ({first_line(e)}); re-run generate to rewrite the output") \
             from None
     except (OSError, BeamIOError) as e:
-        raise DataError(f"{path}: cannot be read ({_first_line(e)}); check its permissions") from None
+        raise DataError(f"{path}: cannot be read ({first_line(e)}); check its permissions") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if _count(version) and version > FORMAT_VERSION:  # first: a newer format may differ in any other field
         raise DataError(f"{path}: format_version {version} was written by a newer vae-augment (this one reads "
@@ -376,7 +377,7 @@ def _listed_sizes(out_dir: str, fmt: str) -> dict[str, int] | str:
     try:
         return list_files(shard_dir(out_dir, fmt))
     except BeamIOError as e:
-        return f"cannot list {shard_dir(out_dir, fmt)} ({_first_line(e)})"
+        return f"cannot list {shard_dir(out_dir, fmt)} ({first_line(e)})"
 
 
 def _local_problem(path: str, root: str, size: int) -> str | None:

@@ -62,10 +62,6 @@ def _gcs(path: str) -> bool:
     return path.startswith("gs://")
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-
-
 def _storage_errors() -> tuple:
     """What a failed storage call raises: OSError (BeamIOError is one), and on GCS the API client's errors."""
     try:
@@ -134,7 +130,7 @@ def _not_writable(out: str, e: BaseException) -> UserError:
     """One line for a failed write to OUT: the storage's refusal (exit 1), or a path that cannot be a folder."""
     refused = isinstance(e, PermissionError) or getattr(e, "errno", None) in _REFUSED or getattr(e, "code", 0) == 403
     return (OutputUnavailable if refused else UsageError)(
-        f"--out {out} is not writable ({type(e).__name__}: {_first_line(e)}); "
+        f"--out {out} is not writable ({type(e).__name__}: {layout.first_line(e)}); "
         + ("free space or fix its permissions, or choose another --out" if refused
            else "choose a directory you can write to"))
 
@@ -231,7 +227,7 @@ def _create_gcs(out: str, path: str, data: bytes, job_id: str) -> int | None:
             return None
         blob.reload()
     except gexc.NotFound as e:
-        raise UsageError(f"--out {out}: {_first_line(e)}; check that the bucket exists") from None
+        raise UsageError(f"--out {out}: {layout.first_line(e)}; check that the bucket exists") from None
     except gexc.GoogleAPIError as e:
         raise _not_writable(out, e) from None
     return blob.generation
@@ -506,7 +502,7 @@ def _finished_shards(out: str, fmt: str, shards: int) -> list[tuple[str, int]]:
 
 def shard_info(path: str, fmt: str, out: str) -> dict:
     """Rows, bytes and sha256 of a shard by reading it back (the fallback when the sink left no stats)."""
-    size = layout.list_files(path.rsplit("/", 1)[0])[path] if _remote(path) else os.path.getsize(path)
+    size = FileSystems.get_filesystem(path).size(path)  # one lookup, no glob
     try:
         with FileSystems.open(path) as f:
             if fmt == "parquet":
@@ -515,7 +511,7 @@ def shard_info(path: str, fmt: str, out: str) -> dict:
             else:
                 rows = count_tfrecords(f)
     except ValueError as e:  # pyarrow's ArrowInvalid is a ValueError too
-        raise DataError(f"{path}: unreadable {fmt} shard ({str(e).splitlines()[0][:200]}); nothing was "
+        raise DataError(f"{path}: unreadable {fmt} shard ({layout.first_line(e)}); nothing was "
                         "published, re-run the job") from None
     return {"path": layout.relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size),
             "sha256": sha256_file(path)}

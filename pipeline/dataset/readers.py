@@ -34,10 +34,6 @@ def shard_paths(out_dir: str, fmt: str, manifest: dict | None = None) -> list[st
     return [shard.path for shard in layout.shard_files(out_dir, manifest, fmt)]
 
 
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-
-
 def read_parquet_shard(shard: ShardFile, columns=None):
     """One checked Parquet shard as a pyarrow Table; DataError when it is unreadable or its row count is not the
     manifest's."""
@@ -48,7 +44,7 @@ def read_parquet_shard(shard: ShardFile, columns=None):
         with FileSystems.open(shard.path) as f:
             table = pq.read_table(f, columns=columns)
     except (pa.ArrowException, OSError, ValueError, KeyError) as e:
-        raise DataError(f"{shard.path}: cannot read parquet shard ({_one_line(e)}); run `vae-augment verify` on "
+        raise DataError(f"{shard.path}: cannot read parquet shard ({layout.first_line(e)}); run `vae-augment verify` on "
                         "the output and regenerate it") from None
     if table.num_rows != shard.entry["rows"]:
         raise DataError(f"{shard.path}: has {table.num_rows} rows but the manifest says {shard.entry['rows']}; "
@@ -87,7 +83,7 @@ def load_parquet(out_dir: str, verify: bool = False) -> tuple[np.ndarray, np.nda
         images = images_from_column(table.column("image"), manifest["height"], manifest["width"])
     except ValueError as e:
         raise DataError(f"{out_dir}: {e}; run `vae-augment verify` on it and regenerate it") from None
-    return images.copy(), table.column("label").to_numpy().astype(np.int64)
+    return np.require(images, requirements=["W", "O"]), table.column("label").to_numpy().astype(np.int64)
 
 
 def tfrecord_dataset(out_dir: str, batch_size: int | None = None, parallel: int | None = None,

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from pipeline.dataset import layout
 from pipeline.dataset.arrow import arrow_batches
 from pipeline.dataset.batch import RecordBatch
-from pipeline.dataset.digest import batch_digest, combine_digests
+from pipeline.dataset.digest import batch_digest, combine_digests, digest_hex
 from pipeline.dataset.example import parse_example_batches
 from pipeline.dataset.tfrecord import iter_tfrecord_file
 from vae_model.artifacts import read_bytes
@@ -79,7 +79,7 @@ def _read_back(shard: layout.ShardFile, manifest: dict, acc: dict) -> list[str]:
     except Exception as e:  # any parse failure is a finding, not a crash
         acc["complete"] = False
         return problems + [f"{s['path']}: unreadable {s['format']} "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"]
+                           f"({type(e).__name__}: {layout.first_line(e)})"]
     acc["rows"] += rows
     if rows != s["rows"]:
         problems.append(f"{s['path']}: {rows} records, manifest says {s['rows']}")
@@ -122,7 +122,7 @@ def verify_output(out_dir: str) -> list[str]:
         if acc["per_class"] != manifest["per_class"]:
             problems.append(f"{fmt}: per-class counts {acc['per_class']} differ from the manifest's "
                             f"{manifest['per_class']}")
-        if f"{acc['digest']:064x}" != manifest["dataset_digest"]:
+        if digest_hex(acc["digest"]) != manifest["dataset_digest"]:
             problems.append(f"{fmt}: dataset digest recomputed from the records differs from the manifest")
     return problems
 
@@ -136,5 +136,5 @@ def format_digests(out_dir: str) -> dict[str, str]:
         for shard in layout.shard_files(out_dir, manifest, fmt):
             for b in read_shard(shard.path, fmt, manifest["height"], manifest["width"]):
                 d = combine_digests(d, batch_digest(b))
-        out[fmt] = f"{d:064x}"
+        out[fmt] = digest_hex(d)
     return out

@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.evaluation.distances import digests
 from pipeline.evaluation.metrics import (RealSplits, SyntheticSample, counts_section, diversity_section,
                                          fidelity_section, novelty_section)
+from vae_model.data.files import one_line
 from vae_model.errors import DataError, ModelError, UsageError
 
 _MAX_BASELINE_HOLDOUT = 10_000
@@ -178,7 +179,7 @@ def _parquet_batches(path: str, h: int, w: int):
             table = pq.read_table(f, columns=["label", "image", "latent"])
         images = images_from_column(table.column("image"), h, w)
     except Exception as e:  # noqa: BLE001 - any unreadable shard is a data problem
-        raise DataError(f"{path}: cannot read parquet shard ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+        raise DataError(f"{path}: cannot read parquet shard ({type(e).__name__}: {one_line(e)[:160]}); "
                         "run `vae-augment verify` on the output directory") from None
     n = table.num_rows
     labels = table.column("label").to_numpy().astype(np.int64)
@@ -194,7 +195,7 @@ def _tfrecord_batches(path: str, h: int, w: int):
         for b in read_shard(path, "tfrecord", h, w):
             yield b.images, b.labels, b.latents
     except ValueError as e:
-        raise DataError(f"{path}: unreadable TFRecord shard ({str(e).splitlines()[0][:160]}); run `vae-augment "
+        raise DataError(f"{path}: unreadable TFRecord shard ({one_line(e)[:160]}); run `vae-augment "
                         "verify` on the output directory") from None
 
 
