@@ -39,10 +39,9 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show library logs (TensorFlow, Beam) as well.")
-@click.pass_context
-def cli(ctx, verbose):
+def cli(verbose):
     """Train a VAE on digits and generate synthetic labeled datasets with Apache Beam."""
-    ctx.obj = {"verbose": verbose}
+    # -v is read by _Command.invoke, once the command's own options are parsed
 
 
 @cli.command()
@@ -103,7 +102,7 @@ def generate(beam_args, **kw):
     click.echo(f"manifest: {manifest_path(job.out)} (dataset_digest {m['dataset_digest'][:16]}...)")
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(context_settings=GENERATE_CONTEXT)
 @click.option("--model", default=None, help="Model directory, or 'bundled' (the default): the bundled MNIST model.")
 @click.option("--data", required=True, help="Labeled data source, e.g. mnist or csv:train.csv.")
 @click.option("--out", required=True, help="Statistics file to write (.npz).")

@@ -22,7 +22,7 @@ def _stderr_to_devnull():
 
 def quiet_libraries(verbose: bool = False) -> None:
     """Unless `verbose`, mute TensorFlow's C++ start-up lines (by importing it with fd 2 closed), absl, Beam and
-    warnings. Call it before anything imports TensorFlow: the CLI's group callback does."""
+    warnings. Call it before anything imports TensorFlow: the CLI's _Command.invoke does."""
     if verbose:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -34,9 +34,6 @@ def arrow_schema(height: int, width: int) -> pa.Schema:
     )
 
 
-ARROW_SCHEMA = arrow_schema  # name used in the design doc
-
-
 def _uniform_offsets(n: int, item_size: int) -> pa.Buffer:
     if n * item_size > _INT32_MAX:
         raise ValueError(f"{n} x {item_size} items overflow an Arrow column's int32 offsets; use smaller batches")

@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, TestOptions
 
 from pipeline.dataset import layout, publish
 from pipeline.generate.job import GenerateJob, Validated, validate
@@ -105,7 +105,7 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
     publish.use_anonymous_gcs(options.view_as(GoogleCloudOptions).no_auth)
     runner = make_runner(options) if test_pipeline is None else None
     p = test_pipeline or beam.Pipeline(runner=runner, options=options)
-    if job.runner == "DataflowRunner" and any(a in ("--dry_run", "--dry_run=True") for a in beam_args):
+    if job.runner == "DataflowRunner" and options.view_as(TestOptions).dry_run:  # as Beam itself decides
         build(p, job, md, checked)
         try:
             result = p.run()
@@ -161,7 +161,7 @@ def _manifest_info(job: GenerateJob, md: ModelDir, checked: Validated, fingerpri
         "width": md.image_shape[1],
         "latent_dim": md.latent_dim,
         "command": artifacts.command_line(argv),
-        "config": {k: v for k, v in asdict(job).items()},
+        "config": asdict(job),
         "beam_args": list(beam_args),
         "versions": artifacts.versions(),
         "runner": runner_description(options),

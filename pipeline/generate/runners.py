@@ -40,6 +40,10 @@ def is_dataflow(options: PipelineOptions) -> bool:
     return (options.view_as(StandardOptions).runner or "").endswith("DataflowRunner")
 
 
+def _is_bundle_based(options: PipelineOptions) -> bool:
+    return (options.view_as(StandardOptions).runner or "").endswith("BundleBasedDirectRunner")
+
+
 def make_runner(options: PipelineOptions):
     """FnApiRunner for local runs (honours --direct_running_mode/--direct_num_workers); DataflowRunner.
 
@@ -48,7 +52,7 @@ def make_runner(options: PipelineOptions):
     """
     if is_dataflow(options):
         return _dataflow_runner_class()()
-    if (options.view_as(StandardOptions).runner or "").endswith("BundleBasedDirectRunner"):
+    if _is_bundle_based(options):
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
         return BundleBasedDirectRunner()
     from apache_beam.portability.api import beam_provision_api_pb2
@@ -99,7 +103,7 @@ def _write_job_description(job, path: str) -> None:
 def runner_description(options: PipelineOptions) -> dict:
     if is_dataflow(options):
         return {"runner": "DataflowRunner"}
-    if (options.view_as(StandardOptions).runner or "").endswith("BundleBasedDirectRunner"):
+    if _is_bundle_based(options):
         return {"runner": "BundleBasedDirectRunner"}
     d = options.view_as(DirectOptions)
     return {"runner": "DirectRunner (Beam FnApiRunner)", "direct_running_mode": d.direct_running_mode,

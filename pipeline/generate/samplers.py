@@ -28,10 +28,6 @@ class LatentSampler:
     pool_sigma: dict = field(default_factory=dict)   # class -> (m, d)
     gmm: dict = field(default_factory=dict)          # class -> (weights (k,), means (k, d), chols (k, d, d))
 
-    @property
-    def labeled(self) -> bool:
-        return self.name != "prior"
-
     def classes(self) -> list[int] | None:
         """Classes this sampler can draw, or None when any class goes (prior/conditional)."""
         if self.name in ("prior", "conditional"):
