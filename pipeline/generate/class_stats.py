@@ -15,7 +15,7 @@ from apache_beam.coders import coders
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
-from pipeline.generate.worker_env import enable_gpu_memory_growth, portable_model_dir
+from pipeline.generate.worker_env import anonymous_gcs_on_worker, enable_gpu_memory_growth, portable_model_dir
 from vae_model.errors import DataError, UsageError
 from vae_model.latent_stats import POOL_PER_CLASS, LatentStats, Moments, from_moments
 
@@ -58,6 +58,7 @@ class _EncodeChunkFn(beam.DoFn):
         from vae_model.model_dir import ModelDir
 
         enable_gpu_memory_growth()
+        anonymous_gcs_on_worker()  # before the model and the data are read from gs://
         md = ModelDir.open(self._model_path)
         self._data = load_source(self._source, seed=self._seed).train.labeled
         self._encode = BatchEncoder(md.encoder, CHUNK, md.conditional, md.num_classes)

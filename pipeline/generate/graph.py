@@ -21,7 +21,8 @@ from pipeline.dataset import layout, publish
 from pipeline.generate.job import GenerateJob, Validated, validate
 from pipeline.generate.options import parse_generate_args
 from pipeline.generate.planning import plan_shard_tasks, plan_units
-from pipeline.generate.runners import accelerator, dataflow_gpu_args, make_runner, runner_description, setup_file
+from pipeline.generate.runners import (accelerator, dataflow_gpu_args, make_runner, portable_stages_package,
+                                       runner_description, setup_file)
 from pipeline.generate.sinks import WriteParquetShards, WriteTFRecordShards
 from pipeline.generate.transforms import GenerateShards, SummarizeRecords
 from vae_model import artifacts
@@ -39,6 +40,11 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
         if job.gpu:
             args += dataflow_gpu_args(job.gpu, args)
         if not any(a.startswith("--setup_file") for a in args):
+            args.append(f"--setup_file={setup_file()}")
+    elif job.runner == "PortableRunner":
+        args.append("--runner=PortableRunner")
+        # a DOCKER or PROCESS environment installs the staged package; a worker pool (EXTERNAL) has its own
+        if portable_stages_package(PipelineOptions(args)) and not any(a.startswith("--setup_file") for a in args):
             args.append(f"--setup_file={setup_file()}")
     else:
         if job.runner == "BundleBasedDirectRunner":

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from vae_model.model_dir import ModelDir
 
 FORMATS = ("parquet", "tfrecord")
-RUNNERS = ("DirectRunner", "DataflowRunner", "BundleBasedDirectRunner")
+RUNNERS = ("DirectRunner", "DataflowRunner", "BundleBasedDirectRunner", "PortableRunner")
 # Chosen by benchmarks/sampler_grid.py on the bundled model (README, "Choosing the sampler"): posterior at 1.25 has
 # the best CAS with label fidelity >= 95%.
 DEFAULT_SAMPLER = "posterior"
@@ -105,6 +105,9 @@ def validate(job: GenerateJob, md: ModelDir) -> Validated:
         raise UsageError(f"--formats {','.join(job.formats)!r}: each must be one of {', '.join(FORMATS)}")
     if job.runner not in RUNNERS:
         raise UsageError(f"--runner {job.runner!r} is not one of {', '.join(RUNNERS)}")
+    from pipeline.generate.runners import check_worker_paths  # Beam's options: when a job runs, not by the CLI
+
+    check_worker_paths(job)  # remote workers read only what every worker can (gs://, bundled)
     if job.min_confidence is not None and not job.filtered:
         raise UsageError("--min-confidence needs --filter-classifier DIR (or --filter-classifier bundled)")
     if job.stats and job.labeled_data:

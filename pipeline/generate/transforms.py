@@ -139,7 +139,10 @@ class _DecodeFn(beam.DoFn):
             return _DecoderHandle(BatchDecoder(md.decoder, self._batch_size, md.conditional, md.num_classes,
                                                jit_compile=self._jit))
 
+        from pipeline.generate.worker_env import anonymous_gcs_on_worker
+
         enable_gpu_memory_growth()
+        anonymous_gcs_on_worker()  # before the model is read from gs://
         self._handle = self._shared.acquire(load, tag=f"{self._model_path}:{self._batch_size}:{self._jit}")
         self._done = 0
         self._started = time.time()

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from vae_model.data.dataset import checked_split, square_side
-from vae_model.data.files import is_gzip, one_line, require_file
+from vae_model.data.files import GZIP_MAGIC, is_url, one_line, opener
 from vae_model.errors import DataError
 
 KIND = "csv"
@@ -30,29 +31,30 @@ def read_arrays(path) -> tuple[np.ndarray, np.ndarray | None]:
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
-    require_file(path)
-    gz = is_gzip(path)
-    layout = _csv_layout(path, gz)
+    source = opener(path)  # local or gs:// (fetched once)
+    with source() as f:
+        gz = f.read(2) == GZIP_MAGIC
+    layout = _csv_layout(path, gz, source)
     names = [f"c{i}" for i in range(layout.ncols)]
     types = {n: pa.uint8() for n in names}
     if layout.label_col is not None:
         types[names[layout.label_col]] = pa.int64()
     try:
-        with pa.input_stream(str(path), compression="gzip" if gz else None) as stream:
+        with pa.input_stream(source() if is_url(path) else str(path), compression="gzip" if gz else None) as stream:
             table = pcsv.read_csv(
                 stream,
                 read_options=pcsv.ReadOptions(column_names=names, skip_rows=0 if layout.header is None else 1),
                 convert_options=pcsv.ConvertOptions(column_types=types, null_values=[""],
                                                     strings_can_be_null=False, quoted_strings_can_be_null=False))
     except (pa.ArrowException, OSError, ValueError, EOFError) as e:
-        problem = _find_csv_problem(path, gz, layout)
+        problem = _find_csv_problem(path, gz, layout, source)
         raise DataError(problem or f"{path}: cannot parse CSV ({one_line(e)}); "
                                    f"check it is comma-separated with {layout.describe()}") from e
     pixel_names = [n for i, n in enumerate(names) if i != layout.label_col]
     if table.num_rows == 0:
         raise DataError(f"{path}: has no data rows; pass a CSV with at least one image")
     if any(table.column(n).null_count for n in pixel_names):
-        raise DataError(_find_csv_problem(path, gz, layout) or f"{path}: has empty pixel cells; fill them in")
+        raise DataError(_find_csv_problem(path, gz, layout, source) or f"{path}: has empty pixel cells; fill them in")
     images = np.stack([table.column(n).to_numpy() for n in pixel_names], axis=1)
     labels = None
     if layout.label_col is not None:
@@ -72,9 +74,9 @@ class _CsvLayout:
         return f"a label column and {pixels}" if self.label_col is not None else pixels
 
 
-def _csv_layout(path, gz: bool) -> _CsvLayout:
+def _csv_layout(path, gz: bool, source) -> _CsvLayout:
     try:
-        with _open_text(path, gz) as f:
+        with _open_text(source, gz) as f:
             first = next(csv.reader(f), None)
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read CSV ({one_line(e)}); check the file") from e
@@ -101,16 +103,18 @@ def _csv_layout(path, gz: bool) -> _CsvLayout:
     return _CsvLayout(header, ncols, label_col, side)
 
 
-def _open_text(path, gz: bool):
+def _open_text(source, gz: bool):
+    """Text of the file `source()` opens (files.opener), gunzipped when `gz`."""
+    binary = source()
     if gz:
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+        return gzip.open(binary, "rt", encoding="utf-8", errors="replace", newline="")
+    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
 
 
-def _find_csv_problem(path, gz: bool, layout: _CsvLayout) -> str | None:
+def _find_csv_problem(path, gz: bool, layout: _CsvLayout, source) -> str | None:
     """Scan row by row for the first bad cell and describe it (only run after the fast path failed)."""
     try:
-        with _open_text(path, gz) as f:
+        with _open_text(source, gz) as f:
             reader = csv.reader(f)
             if layout.header is not None:
                 next(reader, None)

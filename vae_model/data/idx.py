@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from vae_model.data.dataset import Dataset, checked_split
-from vae_model.data.files import read_plain_bytes
+from vae_model.data.files import is_dir, is_url, join, list_dir, read_plain_bytes
 from vae_model.errors import DataError
 
 KIND = "idx"
@@ -20,18 +20,19 @@ def claims(path: str) -> bool:
     """An IDX images file (by name), or a folder holding one."""
     if IMAGES_RE.search(path.lower().split(",")[0]):
         return True
-    return os.path.isdir(path) and any(IMAGES_RE.search(n) for n in os.listdir(path))
+    return is_dir(path) and any(IMAGES_RE.search(n) for n in list_dir(path))
 
 
 def read(path, unlabeled_value, as_test: bool = False):
-    if os.path.isdir(path):
+    if is_dir(path):
         return _read_idx_dir(path, unlabeled_value)
     images_path, _, labels_path = path.partition(",")
     return _read_idx_pair(images_path, labels_path or None, unlabeled_value), None
 
 
 def _read_idx_dir(folder, unlabeled_value):
-    images = sorted(n for n in os.listdir(folder) if IMAGES_RE.search(n))
+    entries = list_dir(folder)
+    images = sorted(n for n in entries if IMAGES_RE.search(n))
     train = [n for n in images if "train" in n.lower()]
     test = [n for n in images if "t10k" in n.lower() or "test" in n.lower()]
     if not train:
@@ -40,8 +41,8 @@ def _read_idx_dir(folder, unlabeled_value):
 
     def split(names):
         name = _prefer_plain(names)
-        labels = _labels_file_for(folder, name)
-        return _read_idx_pair(os.path.join(folder, name), labels, unlabeled_value)
+        labels = _labels_file_for(folder, name, entries)
+        return _read_idx_pair(join(folder, name), labels, unlabeled_value)
 
     return split(train), split(test) if test else None
 
@@ -52,12 +53,12 @@ def _prefer_plain(names: list[str]) -> str:
     return (plain or names)[0]
 
 
-def _labels_file_for(folder, images_name: str) -> str | None:
+def _labels_file_for(folder, images_name: str, names: list[str]) -> str | None:
     stem = re.sub(r"(\.gz)$", "", images_name, flags=re.IGNORECASE)
     stem = stem.replace("images", "labels").replace("idx3", "idx1")
     for candidate in (stem, stem + ".gz"):
-        if os.path.isfile(os.path.join(folder, candidate)):
-            return os.path.join(folder, candidate)
+        if candidate in names and (is_url(folder) or os.path.isfile(os.path.join(folder, candidate))):
+            return join(folder, candidate)
     return None
 
 

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 
 from vae_model.data.dataset import checked_split, square_side
-from vae_model.data.files import one_line, require_file
+from vae_model.data.files import one_line, opener
 from vae_model.errors import DataError
 
 KIND = "npz"
@@ -27,12 +27,12 @@ def read(path, unlabeled_value, as_test: bool = False):
 
 def read_arrays(path, test_file: bool = False) -> dict:
     """{'train': (images, labels), 'test': ...} from Keras-style keys. A test file may hold either pair."""
-    require_file(path)
-    with open(path, "rb") as f:
+    source = opener(path)  # local or gs:// (fetched once)
+    with source() as f:
         if f.read(2) != b"PK":  # np.load would try .npy/pickle and give a confusing message
             raise DataError(f"{path}: is not a .npz (zip) archive; save arrays with numpy.savez")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(source(), allow_pickle=False) as z:
             keys = set(z.files)
             pairs = {}
             for split in ("train", "test"):

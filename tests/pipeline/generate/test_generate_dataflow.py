@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import re
+import sys
 import tarfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +302,72 @@ def test_the_readme_command_builds_a_g2_job_with_the_accelerator_and_the_contain
     decode_envs = {t.environment_id for t in comps.transforms.values()
                    if "DecodeLatents" in t.unique_name and t.environment_id}
     assert decode_envs and decode_envs <= hinted
+
+
+def _dockerfile() -> tuple[dict, list[tuple[str, str]]]:
+    """(ARG defaults, [(instruction, argument)]) of the repo's Dockerfile, continuation lines joined."""
+    import re
+
+    text = re.sub(r"\\\n", " ", (Path(REPO) / "Dockerfile").read_text())
+    steps = [tuple((line.split(None, 1) + [""])[:2]) for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    args = {}
+    for op, rest in steps:
+        if op == "ARG" and "=" in rest:
+            name, value = rest.split("=", 1)
+            args[name] = value
+    return args, steps
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (Path(REPO) / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_the_gpu_container_installs_the_wheel_under_constraints_txt_at_its_pins():
+    """The Dockerfile (it cannot be built here: no Docker Hub): its base images are the TensorFlow and Beam of
+    constraints.txt, every pip install runs under constraints.txt, whatever it pins is constraints.txt's pin, it
+    installs the wheel of this package with [gcp], and the wheel is built from exactly the sources Beam's staging
+    copies (runners._PACKAGE_SOURCES)."""
+    import re
+    import shlex
+
+    from pipeline.generate.runners import _PACKAGE_SOURCES
+
+    args, steps = _dockerfile()
+    pins = _constraints()
+
+    def expand(s):
+        return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], s)
+
+    images = [expand(rest.split()[0]) for op, rest in steps if op == "FROM"]
+    assert f"tensorflow/tensorflow:{pins['tensorflow']}-gpu" in images
+    assert f"apache/beam_python{args['PYTHON']}_sdk:{pins['apache-beam']}" in images
+    assert f"python:{args['PYTHON']}-slim" in images
+    assert steps[-1] == ("ENTRYPOINT", '["/opt/apache/beam/boot"]')
+    copied = {dest: src for op, rest in steps if op == "COPY" and not rest.startswith("--")
+              for *srcs, dest in [rest.split()] for src in srcs}
+    installs = [cmd for op, rest in steps if op == "RUN" for cmd in rest.split("&&") if " pip install" in cmd]
+    assert installs
+    wheel_installed = False
+    for cmd in installs:
+        words = shlex.split(cmd.replace("$(ls ", "").replace(".whl)", ".whl"))
+        assert "-c" in words, f"pip install without -c constraints.txt: {cmd}"
+        assert copied.get(words[words.index("-c") + 1]) == "constraints.txt"
+        for word in words:
+            if "==" in word:
+                name, version = word.split("==")
+                assert pins.get(name.lower().split("[")[0]) == version, f"{word} is not constraints.txt's pin"
+            wheel_installed |= bool(re.fullmatch(r"/tmp/dist/vae_augment-\*\.whl\[gcp\]", word))
+    assert wheel_installed
+    stages = [i for i, (op, _) in enumerate(steps) if op == "FROM"] + [len(steps)]
+    wheel_stage = next(steps[a:b] for a, b in zip(stages, stages[1:]) if " AS wheel" in steps[a][1])
+    sources = {src for op, rest in wheel_stage if op == "COPY" for src in rest.split()[:-1]}
+    assert sources == set(_PACKAGE_SOURCES)
+    python = ".".join(map(str, sys.version_info[:2]))
+    assert args["PYTHON"] == python  # Beam's boot runs the workers with the image's Python: the driver's

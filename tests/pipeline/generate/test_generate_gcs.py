@@ -1,6 +1,7 @@
 """The Guarantees on gs://, through Beam's own gs:// filesystem and a real GCS API (the emulator, see
 tests/pipeline/conftest.py): overwrite and re-runs with other --shards keep no old object, a permanent failure
-publishes nothing and leaves no temp object, a retried write leaves the same records and no temp object."""
+publishes nothing and leaves no temp object, a retried write leaves the same records and no temp object; data
+sources on gs:// read as their local copies."""
 import gc
 import logging
 
@@ -82,3 +83,41 @@ def test_a_retried_write_leaves_the_same_records_and_no_temp_object(gcs_bucket, 
     assert faults_log.read_text().split() == ["write:0:once"]
     assert objects(out) == published(out, 2)
     assert verify_output(out) == [] and m["per_class"] == {"0": 100, "1": 100, "2": 100}
+
+
+def test_data_sources_on_gcs_read_as_their_local_copies(gcs_bucket, tmp_path):
+    """npz, gzipped csv and an IDX folder, uploaded to gs://, read through Beam's FileSystems (as a worker reads
+    --labeled-data) give the arrays of the local files; a missing object is one line naming it."""
+    import gzip
+
+    import numpy as np
+    from apache_beam.io.filesystems import FileSystems
+
+    from vae_model.data import load_source
+    from vae_model.errors import DataError
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (12, 4, 4), dtype=np.uint8), rng.integers(0, 3, 12)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:3], y_test=y[:3])
+    rows = ["label," + ",".join(f"p{i}" for i in range(16))] + [
+        ",".join(map(str, [label, *img.ravel()])) for img, label in zip(x, y)]
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress("\n".join(rows).encode()))
+    (tmp_path / "idx").mkdir()
+    for name, arr, magic in (("train-images-idx3-ubyte.gz", x, 0x803), ("train-labels-idx1-ubyte", y, 0x801)):
+        raw = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.astype(
+            np.uint8).tobytes()
+        (tmp_path / "idx" / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    for p in [tmp_path / "d.npz", tmp_path / "d.csv.gz", *(tmp_path / "idx").iterdir()]:
+        dest = f"{gcs_bucket}/{p.relative_to(tmp_path).as_posix()}"
+        with FileSystems.create(dest, compression_type="uncompressed") as f:  # the bytes as they are, even *.gz
+            f.write(p.read_bytes())
+    pairs = ((tmp_path / "d.npz", f"{gcs_bucket}/d.npz"), (tmp_path / "d.csv.gz", f"{gcs_bucket}/d.csv.gz"),
+             (f"idx:{tmp_path / 'idx'}", f"idx:{gcs_bucket}/idx"))
+    for local, remote in pairs:
+        a, b = load_source(str(local)), load_source(remote)
+        assert np.array_equal(a.train.images, b.train.images) and np.array_equal(a.train.labels, b.train.labels)
+        assert np.array_equal(b.train.images, x) and np.array_equal(b.train.labels, y)
+    assert load_source(f"{gcs_bucket}/d.npz").test.images.shape == (3, 4, 4)
+    with pytest.raises(DataError, match=r"gs://.*/nope\.npz: does not exist") as e:
+        load_source(f"{gcs_bucket}/nope.npz")
+    assert "\n" not in str(e.value)
