@@ -59,6 +59,8 @@ class EvaluateOptions:
     cas_epochs: int | None = None
     cas_max_steps: int | None = None
     seed: int = 0
+    # False when the caller owns OUT_DIR's files and records their checksums (augment's resumable steps)
+    refresh_card: bool = True
 
     def __post_init__(self):
         for name in ("max_images", "novelty_images", "baseline_images", "diversity_per_class"):
@@ -388,4 +390,18 @@ def evaluate(out_dir: str, real_source: str = "mnist", classifier_dir: str | Non
         log(f"writing {report_dir}/report.html ...")
         write_report(report_dir, report, {"syn": syn, "fidelity": fid_extras, "novelty": nov_extras})
         timed("report", t0)  # in the returned dict only: report.json is already written
+        if options.refresh_card:
+            _refresh_card(out_dir, manifest, report, report_dir, log)
     return report
+
+
+def _refresh_card(out_dir: str, manifest: dict, report: dict, report_dir: str, log) -> None:
+    """The output's dataset card (OUT_DIR/README.md) gets the verdict; skipped when the card is a user's file or
+    OUT_DIR is not writable (the report stands on its own)."""
+    from pipeline.dataset import card
+
+    ref = os.path.join(report_dir, "report.html")
+    if "://" not in out_dir:
+        ref = os.path.relpath(ref, out_dir)
+    if card.refresh(out_dir, manifest, report, ref):
+        log(f"dataset card {out_dir}/{card.CARD_FILE} updated with the verdict")

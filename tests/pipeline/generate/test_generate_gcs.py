@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from pipeline.dataset import layout
+from pipeline.dataset import card, layout
 from pipeline.dataset.readers import load_parquet
 from pipeline.dataset.verify import verify_output
 from pipeline.generate.graph import run_job
@@ -40,7 +40,8 @@ def objects(out: str) -> set[str]:
 
 
 def published(out: str, shards: int) -> set[str]:
-    return {layout.MANIFEST, layout.JOB_MARKER} | {
+    # the dataset card and TFDS metadata are published beside the manifest
+    return {layout.MANIFEST, layout.JOB_MARKER, *card.FILES} | {
         f"{fmt}/part-{i:05d}-of-{shards:05d}.{fmt}" for fmt in layout.FORMATS for i in range(shards)}
 
 
