@@ -32,7 +32,9 @@ setup(
     ],
     extras_require={
         "gcp": ["apache-beam[gcp]>=2.60,<3"],
-        "test": ["pytest>=8", "pytest-xdist>=3", "tensorflow-hub>=0.16", "selenium>=4.20", "gcp-storage-emulator"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "tensorflow-hub>=0.16", "selenium>=4.20", "gcp-storage-emulator",
+                 # downstream readers the tests load an output with (Hugging Face, TFDS)
+                 "datasets>=3", "tensorflow-datasets>=4.9.7"],
     },
     entry_points={
         "console_scripts": ["vae-augment=pipeline.cli:main"],

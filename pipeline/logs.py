@@ -2,7 +2,10 @@
 import contextlib
 import logging
 import os
+import re
 import sys
+import threading
+import time
 import warnings
 
 
@@ -35,6 +38,8 @@ def quiet_libraries(verbose: bool = False) -> None:
         tf.config.list_physical_devices("GPU")  # the CUDA probe happens here, muted
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if _drop_apitools_warning not in logging.getLogger().filters:
+        logging.getLogger().addFilter(_drop_apitools_warning)
     # Beam's runner logs a failed bundle as an ERROR with its whole traceback; the CLI's one Error: line already
     # carries the root cause (-v shows everything).
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL + 1)
@@ -84,3 +89,75 @@ def show_dataflow_progress() -> None:
         logger.propagate = False
         if _PROGRESS not in logger.handlers:
             logger.addHandler(_PROGRESS)
+
+
+def _drop_apitools_warning(record: logging.LogRecord) -> bool:
+    """Beam logs this on the root logger whenever apache_beam.io.gcp loads without the [gcp] extra: not a problem
+    for local runs, and every command printed it."""
+    return not (isinstance(record.msg, str) and record.msg.startswith("apitools not found"))
+
+
+# Native log lines (absl / TensorFlow C++: "I0000 00:00:1796239757.340964   12095 port.cc:153] ...") and absl's
+# pre-init notice. TF_CPP_MIN_LOG_LEVEL does not silence them in TensorFlow 2.21, and Beam's multi_processing
+# workers print them when they import TensorFlow. Fatal ("F...") lines are kept.
+_NATIVE_NOISE = re.compile(rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+:\d+\] "
+                           rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
+def is_native_noise(line: bytes) -> bool:
+    return bool(_NATIVE_NOISE.match(line))
+
+
+@contextlib.contextmanager
+def filtered_stderr(verbose: bool = False, drain_seconds: float = 5.0):
+    """While the block runs, fd 2 (this process's and every child's, e.g. Beam's worker processes) goes through
+    a pipe whose reader drops native library log lines and passes everything else on, line by line. No-op with
+    `verbose`. The children must be gone when the block ends; the reader gives up after `drain_seconds`."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        pending = b""
+        while True:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            keep = b"".join(line + b"\n" for line in lines if not is_native_noise(line))
+            if keep:
+                os.write(saved, keep)
+        if pending and not is_native_noise(pending):
+            os.write(saved, pending)
+
+    reader = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes our write end of the pipe; the reader ends when the last child's closes too
+        reader.join(drain_seconds)
+        if not reader.is_alive():
+            os.close(read_end)
+            os.close(saved)
+
+
+def process_started() -> float:
+    """This process's start (epoch seconds): from /proc on Linux, else when this module was first imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+_IMPORTED = time.time()

@@ -167,6 +167,13 @@ def encode_tfrecords(batch: RecordBatch) -> bytes:
     Fused so the Examples are written straight into the framed rows: no per-record bytes objects,
     leaving one crc32c call per record as the only per-record Python work.
     """
+    framed = encode_tfrecords_buffer(batch)
+    return framed if isinstance(framed, bytes) else framed.tobytes()
+
+
+def encode_tfrecords_buffer(batch: RecordBatch):
+    """`encode_tfrecords` as any buffer (a (n, frame) uint8 array when all records share one layout, the usual
+    case), so a writer can write it without the copy into bytes."""
     if len(batch) == 0:
         return b""
     groups, position = _example_groups(batch)
@@ -176,7 +183,7 @@ def encode_tfrecords(batch: RecordBatch) -> bytes:
         framed_groups.append(frame_rows(_group_size(batch, rows), length,
                                         functools.partial(_fill_examples, batch, rows, id_len, label_len)))
     if position is None:
-        return framed_groups[0].tobytes()
+        return framed_groups[0]
     views = []
     for framed in framed_groups:
         flat, width = memoryview(framed).cast("B"), framed.shape[1]

@@ -219,7 +219,10 @@ class InvalidManifest(DataError):
 
 
 _REQUIRED = ("format_version", "total", "per_class", "dataset_digest", "formats", "shards", "height", "width")
-_ENTRY_KEYS = ("path", "format", "rows", "bytes", "sha256")
+_ENTRY_KEYS = ("path", "format", "rows", "bytes")
+# A shard's checksums: crc32c (8 hex digits, big-endian; what GCS stores per object) and/or sha256 (opt-in).
+_CHECKSUM_HEX = {"crc32c": 8, "sha256": 64}
+SHARD_CHECKSUMS = {k: re.compile(f"[0-9a-f]{{{n}}}") for k, n in _CHECKSUM_HEX.items()}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CLASS_KEY = re.compile(r"-?[0-9]+")
 # The containment rule: a shard is FORMAT/NAME, NAME our shard naming (an optional job token before the suffix),
@@ -295,8 +298,11 @@ def _entry_problems(i: int, s) -> list[str]:
     if s["format"] not in FORMATS:
         return [f"{where} format {repr(s['format'])[:40]} is not one of {', '.join(FORMATS)}"]
     problems = [f"{where} '{k}' must be a non-negative integer" for k in ("rows", "bytes") if not _count(s[k])]
-    if not _hex64(s["sha256"]):
-        problems.append(f"{where} 'sha256' must be 64 lowercase hex digits")
+    if not any(k in s for k in SHARD_CHECKSUMS):
+        problems.append(f"{where} lacks a checksum (crc32c or sha256)")
+    for k, pattern in SHARD_CHECKSUMS.items():
+        if k in s and not (isinstance(s[k], str) and pattern.fullmatch(s[k])):
+            problems.append(f"{where} '{k}' must be {_CHECKSUM_HEX[k]} lowercase hex digits")
     why = shard_path_problem(s["path"], s["format"])
     if why:
         problems.append(f"{where} path {repr(s['path'])[:120]} {why}")

@@ -24,9 +24,9 @@ from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.dataset import layout
+from pipeline.dataset import card, layout
+from pipeline.dataset.digest import stream_checksums
 from pipeline.dataset.tfrecord import count_tfrecords
-from vae_model.artifacts import sha256_file
 from vae_model.errors import DataError, UsageError, UserError
 
 
@@ -298,7 +298,7 @@ def _kind(path: str) -> str | None:
 
 def _local_entries(out: str):
     """Our names at OUT's top level and everything directly in the shard folders; never follows a symlink."""
-    for name in (layout.MANIFEST, layout.JOB_MARKER, *_SCRATCH, layout.SUMMARY_DIR, *_FORMAT_OF_DIR):
+    for name in (layout.MANIFEST, layout.JOB_MARKER, *_SCRATCH, *card.FILES, layout.SUMMARY_DIR, *_FORMAT_OF_DIR):
         path = os.path.join(out, name)
         kind = _kind(path)
         if kind is None:
@@ -312,7 +312,7 @@ def _local_entries(out: str):
 
 def _remote_entries(out: str):
     """The same from an object store: a file per exact name, and "folders" as prefix listings of their objects."""
-    for name in (layout.MANIFEST, layout.JOB_MARKER, *_SCRATCH):
+    for name in (layout.MANIFEST, layout.JOB_MARKER, *_SCRATCH, *card.FILES):
         path = layout.join(out, name)
         if FileSystems.exists(path):
             yield _Entry(name, "file", (path,))
@@ -349,6 +349,14 @@ def _our_marker(out: str) -> bool:
     return isinstance(marker, dict) and isinstance(marker.get("fingerprint"), str)
 
 
+def _downstream_ours(e: _Entry) -> bool:
+    try:
+        with FileSystems.open(e.paths[0]) as f:
+            return card.is_ours(e.rel, f.read(1 << 20).decode("utf-8", "replace"))
+    except _storage_errors():
+        return False
+
+
 def _inventory(out: str) -> _Inventory:
     """What OUT holds under our names, sorted into what we wrote (provably: a valid manifest of ours lists it, or
     OUT has our job marker and it has our shard/temp naming) and what we did not."""
@@ -375,6 +383,11 @@ def _inventory(out: str) -> _Inventory:
         elif e.rel == layout.JOB_MARKER:
             if not marker:
                 foreign.append(f"{e.rel} (not a job marker of ours)")
+        elif e.rel in card.FILES:  # dataset card, TFDS metadata: ours only with our marker inside
+            if proven and e.kind == "file" and _downstream_ours(e):
+                ours += e.paths
+            else:
+                foreign.append(f"{e.rel} (not a dataset card or TFDS metadata written by vae-augment)")
         elif top in _FORMAT_OF_DIR and not child:
             if e.kind != "dir":
                 foreign.append(f"{e.rel} (not a folder)")
@@ -501,7 +514,7 @@ def _finished_shards(out: str, fmt: str, shards: int) -> list[tuple[str, int]]:
 
 
 def shard_info(path: str, fmt: str, out: str) -> dict:
-    """Rows, bytes and sha256 of a shard by reading it back (the fallback when the sink left no stats)."""
+    """Rows, bytes, crc32c and sha256 of a shard by reading it back (the fallback when the sink left no stats)."""
     size = FileSystems.get_filesystem(path).size(path)  # one lookup, no glob
     try:
         with FileSystems.open(path) as f:
@@ -513,8 +526,9 @@ def shard_info(path: str, fmt: str, out: str) -> dict:
     except ValueError as e:  # pyarrow's ArrowInvalid is a ValueError too
         raise DataError(f"{path}: unreadable {fmt} shard ({layout.first_line(e)}); nothing was "
                         "published, re-run the job") from None
-    return {"path": layout.relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size),
-            "sha256": sha256_file(path)}
+    with FileSystems.open(path) as f:
+        sums = stream_checksums(f, tuple(layout.SHARD_CHECKSUMS))
+    return {"path": layout.relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size), **sums}
 
 
 def _entry_from_stats(path: str, size: int, fmt: str, out: str, shards: int, stats: list[dict]):
@@ -524,15 +538,15 @@ def _entry_from_stats(path: str, size: int, fmt: str, out: str, shards: int, sta
     disagreement, or a size that differs from the file's, means we read the file instead.
     """
     shard = layout.shard_number(path)
-    found = {(s["rows"], s["bytes"], s["sha256"]) for s in stats
+    found = {(s["rows"], s["bytes"], *((k, s.get(k)) for k in layout.SHARD_CHECKSUMS)) for s in stats
              if s.get("format") == fmt and s.get("shard") == shard and s.get("num_shards") == shards}
     if len(found) != 1:
         return None
-    rows, nbytes, sha = found.pop()
-    if nbytes != size:
+    rows, nbytes, *sums = found.pop()
+    sums = {k: v for k, v in sums if v is not None}
+    if nbytes != size or not sums:
         return None
-    return {"path": layout.relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size),
-            "sha256": sha}
+    return {"path": layout.relative(path, out), "format": fmt, "rows": int(rows), "bytes": int(size), **sums}
 
 
 def _shard_entries(out: str, formats, shards: int) -> list[dict]:
@@ -588,5 +602,6 @@ def finalize(out: str, formats, shards: int, counts: dict[int, int], info: dict)
                               "per_class": per}
     manifest["images_per_second"] = round(total / max(info["elapsed_seconds"], 1e-9), 1)
     delete_tree(layout.summary_dir(out))
+    card.write_downstream_files(out, manifest)  # README.md, TFDS metadata; before the manifest, which stays last
     layout.write_manifest(out, manifest)
     return manifest

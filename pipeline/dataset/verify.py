@@ -1,19 +1,19 @@
-"""`vae-augment verify`: check every shard against the manifest and every record against the schema, and
-recompute the dataset digest from what is actually on disk, per format."""
+"""`vae-augment verify`: check every shard against the manifest (size, crc32c, sha256 when recorded) and every
+record against the schema, and recompute the dataset digest from what is actually on disk, per format.
+
+On gs:// each shard's crc32c is first compared with the one GCS keeps in the object's metadata (no download);
+`records=False` stops there (locally it streams each shard through crc32c instead of parsing it).
+Light at import: pyarrow and TensorFlow are imported when a shard is read."""
 from __future__ import annotations
 
-import hashlib
+import base64
 import io
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.dataset import layout
-from pipeline.dataset.arrow import arrow_batches
 from pipeline.dataset.batch import RecordBatch
-from pipeline.dataset.digest import batch_digest, combine_digests, digest_hex
-from pipeline.dataset.example import parse_example_batches
+from pipeline.dataset.digest import batch_digest, bytes_checksums, combine_digests, digest_hex, stream_checksums
 from pipeline.dataset.tfrecord import iter_tfrecord_file
 from vae_model.artifacts import read_bytes
 
@@ -26,6 +26,11 @@ def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None 
     corrupt files."""
     data = read_bytes(path) if data is None else data
     if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from pipeline.dataset.arrow import arrow_batches
+
         try:
             table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError) as e:
@@ -33,6 +38,8 @@ def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None 
         for i in range(0, table.num_rows, _PARQUET_CHUNK):
             yield from arrow_batches(table.slice(i, _PARQUET_CHUNK), height, width)
         return
+    from pipeline.dataset.example import parse_example_batches
+
     chunk = []
     for rec in iter_tfrecord_file(io.BytesIO(data)):
         chunk.append(rec)
@@ -58,15 +65,54 @@ def _check_batch(b: RecordBatch, manifest: dict, where: str) -> list[str]:
     return problems
 
 
-def _read_back(shard: layout.ShardFile, manifest: dict, acc: dict) -> list[str]:
-    """Problems of one checked shard, its sha256 and every record; adds its records to its format's `acc`."""
+def stored_crc32c(path: str) -> str | None:
+    """The crc32c GCS keeps for a gs:// object (8 hex digits), read from its metadata; None elsewhere."""
+    if not path.startswith("gs://"):
+        return None
+    from apache_beam.io.filesystems import FileSystems
+
+    value = FileSystems.get_filesystem(path).checksum(path)  # GCS: base64 of the big-endian crc32c
+    try:
+        return base64.b64decode(value).hex() if value else None
+    except (ValueError, TypeError):
+        return None
+
+
+def _checksum_problems(s: dict, sums: dict) -> list[str]:
+    return [f"{s['path']}: {k} differs from the manifest (the file was changed or damaged)"
+            for k in layout.SHARD_CHECKSUMS if k in s and k in sums and sums[k] != s[k]]
+
+
+def _metadata_problems(shard: layout.ShardFile) -> list[str]:
+    """gs:// only: the object's stored crc32c against the manifest's, before any byte is downloaded."""
     s = shard.entry
+    if "crc32c" not in s:
+        return []
+    stored = stored_crc32c(shard.path)
+    if stored is None or stored == s["crc32c"]:
+        return []
+    return [f"{s['path']}: crc32c in the object's metadata ({stored}) differs from the manifest's ({s['crc32c']})"]
+
+
+def _checksums_only(shard: layout.ShardFile) -> list[str]:
+    """records=False: the metadata check on gs://, else one streamed crc32c (and sha256) pass."""
+    s = shard.entry
+    if shard.path.startswith("gs://") and "crc32c" in s:
+        return _metadata_problems(shard)
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(shard.path) as f:
+        return _checksum_problems(s, stream_checksums(f, tuple(k for k in layout.SHARD_CHECKSUMS if k in s)))
+
+
+def _read_back(shard: layout.ShardFile, manifest: dict, acc: dict) -> list[str]:
+    """Problems of one checked shard, its checksums and every record; adds its records to its format's `acc`."""
+    s = shard.entry
+    problems = _metadata_problems(shard)
     data = read_bytes(shard.path)
-    problems = []
     if len(data) != s["bytes"]:  # changed since check_shards looked
         problems.append(f"{s['path']}: {len(data)} bytes, manifest says {s['bytes']}")
-    if hashlib.sha256(data).hexdigest() != s["sha256"]:
-        problems.append(f"{s['path']}: sha256 differs from the manifest (the file was changed or damaged)")
+    problems += _checksum_problems(s, bytes_checksums(data, tuple(k for k in layout.SHARD_CHECKSUMS if k in s)))
     rows = 0
     try:
         for b in read_shard(shard.path, s["format"], manifest["height"], manifest["width"], data):
@@ -86,9 +132,10 @@ def _read_back(shard: layout.ShardFile, manifest: dict, acc: dict) -> list[str]:
     return problems
 
 
-def verify_output(out_dir: str) -> list[str]:
+def verify_output(out_dir: str, records: bool = True) -> list[str]:
     """Every problem found, one line each; empty when the output is intact. A damaged manifest is one problem;
-    DataError only when there is nothing to verify (no manifest, or one of a newer format)."""
+    DataError only when there is nothing to verify (no manifest, or one of a newer format). `records=False` checks
+    shard files (sizes, checksums; on gs:// from object metadata, without downloading) but not records."""
     try:
         manifest = layout.read_manifest(out_dir)
     except layout.InvalidManifest as e:
@@ -105,12 +152,12 @@ def verify_output(out_dir: str) -> list[str]:
             problems.append(f"{s['path']}: {problem}")
             acc["complete"] = False
             continue
-        problems += _read_back(shard, manifest, acc)
+        problems += _read_back(shard, manifest, acc) if records else _checksums_only(shard)
     for fmt in manifest["formats"]:
         for path in layout.list_entries(layout.shard_dir(out_dir, fmt)):
             if path not in listed:
                 problems.append(f"{layout.relative(path, out_dir)}: extra file not in the manifest")
-    for fmt, acc in per_format.items():
+    for fmt, acc in per_format.items() if records else ():
         ids = np.concatenate(acc["ids"]) if acc["ids"] else np.zeros(0, np.int64)
         dupes = len(ids) - len(np.unique(ids))
         if dupes:

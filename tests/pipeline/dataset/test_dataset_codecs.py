@@ -1,4 +1,5 @@
 import io
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -149,7 +150,9 @@ def test_arrow_round_trip_and_schema():
     batch = make_batch(np.random.default_rng(5), 33, 4, 5, 2)
     table = to_arrow(batch)
     assert table.schema.equals(arrow_schema(4, 5), check_metadata=True)
-    assert table.schema.metadata == {b"height": b"4", b"width": b"5", b"vae_augment_schema": b"1"}
+    meta = dict(table.schema.metadata)
+    assert json.loads(meta.pop(b"huggingface"))["info"]["features"]["label"]["_type"] == "ClassLabel"
+    assert meta == {b"height": b"4", b"width": b"5", b"vae_augment_schema": b"1"}
     table.validate(full=True)
     assert_batches_equal(from_arrow(table, 4, 5), batch)
 
@@ -206,21 +209,43 @@ def test_digest_order_independent_and_sensitive():
     assert batch_digest(rows(slice(0, 49))) != digest
 
 
-def test_record_hashes_match_hashlib():
+def _reference_digest(batch) -> int:
+    """dataset_digest recomputed in plain Python from its documented definition (pipeline/dataset/digest.py)."""
     import hashlib
 
-    batch = make_batch(np.random.default_rng(8), 3, 4, 5, 2, ids=[-5, 0, 2**40])
-    hashes = record_hashes(batch)
-    for i in range(3):
-        payload = (
-            int(batch.ids[i]).to_bytes(8, "little", signed=True)
-            + int(batch.labels[i]).to_bytes(8, "little", signed=True)
-            + batch.images[i].tobytes()
-            + batch.latents[i].astype("<f4").tobytes()
-        )
-        assert hashes[i].tobytes() == hashlib.sha256(payload).digest()
-    expected = sum(int.from_bytes(h.tobytes(), "big") for h in hashes) % 2**256
-    assert batch_digest(batch) == expected
+    mask = (1 << 64) - 1
+
+    def fmix64(h):
+        for mult in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+            h ^= h >> 33
+            h = (h * mult) & mask
+        return h ^ (h >> 33)
+
+    total = 0
+    for i in range(len(batch)):
+        payload = (int(batch.ids[i]).to_bytes(8, "little", signed=True)
+                   + int(batch.labels[i]).to_bytes(8, "little", signed=True)
+                   + batch.images[i].tobytes() + batch.latents[i].astype("<f4").tobytes())
+        payload += bytes(-len(payload) % 8)
+        words = len(payload) // 8
+        h = 0
+        for j in range(words):
+            key = int.from_bytes(hashlib.sha256(b"vae-augment dataset_digest v2 key" + j.to_bytes(4, "little"))
+                                 .digest()[:8], "little") | 1
+            x = ((int.from_bytes(payload[8 * j : 8 * j + 8], "little") + key) * 0x9E3779B97F4A7C15) & mask
+            h = (h + (x ^ (x >> 32))) & mask
+        h = fmix64((h + words) & mask)
+        limbs = [fmix64(h ^ ((k * 0xD6E8FEB86659FD93) & mask)) for k in range(4)]
+        total += sum(v << (64 * (3 - k)) for k, v in enumerate(limbs))
+    return total % 2**256
+
+
+def test_batch_digest_follows_its_documented_definition():
+    # odd sizes: padding to whole words, and a block boundary inside the batch
+    for n, h, w, d in ((3, 4, 5, 3), (300, 3, 3, 1)):
+        batch = make_batch(np.random.default_rng(8), n, h, w, d, ids=np.arange(n) * 7919 - 5)
+        assert batch_digest(batch) == _reference_digest(batch)
+    assert len(record_hashes(batch)) == 300
 
 
 def test_iter_tfrecord_file_detects_corruption():

@@ -207,13 +207,13 @@ def test_the_cheap_check_counts_parquet_rows_as_it_reads(damaged):
 
 
 def test_a_shard_of_the_right_size_with_other_bytes_passes_the_cheap_check_only(damaged):
-    """What the always-on check does not do (hash every byte) is what verify=True adds."""
+    """What the always-on check does not do (checksum every byte) is what verify=True adds."""
     shard = damaged / SHARD0["tfrecord"]
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF  # the last frame's CRC: same size, same records, different bytes
     shard.write_bytes(bytes(data))
     tfrecord_dataset(str(damaged))  # builds: sizes match
-    with pytest.raises(DataError, match=f"failed verification: {SHARD0['tfrecord']}: sha256 differs"):
+    with pytest.raises(DataError, match=f"failed verification: {SHARD0['tfrecord']}: crc32c differs"):
         tfrecord_dataset(str(damaged), verify=True)
 
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -73,7 +74,9 @@ def written(tmp_path_factory, local_pipeline):
                      | f"Expand{name}" >> FlatMap(_expand))
             parquet = keyed | f"Parquet{name}" >> WriteParquetShards(out, num_shards, height=H, width=W,
                                                                     stats_dir=stats_dir)
-            tfrecord = keyed | f"TFRecord{name}" >> WriteTFRecordShards(out, num_shards, stats_dir=stats_dir)
+            # sha256 is opt-in: asked for on the TFRecord shards only, so both variants are checked.
+            tfrecord = keyed | f"TFRecord{name}" >> WriteTFRecordShards(out, num_shards, stats_dir=stats_dir,
+                                                                        checksums=("sha256",))
             assert_that(parquet, equal_to([os.path.join(out, n + ".parquet") for n in names]),
                         label=f"ParquetPaths{name}")
             assert_that(tfrecord, equal_to([os.path.join(out, n + ".tfrecord") for n in names]),
@@ -182,7 +185,8 @@ def test_stats_files_describe_the_final_files(written):
         path = os.path.join(out, shard_name("part", s["shard"], 3, "." + s["format"]))
         data = open(path, "rb").read()
         assert s["num_shards"] == 3
-        assert (s["bytes"], s["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        assert (s["bytes"], s["crc32c"]) == (len(data), f"{google_crc32c.value(data):08x}")
+        assert s.get("sha256") == (hashlib.sha256(data).hexdigest() if s["format"] == "tfrecord" else None)
         assert s["rows"] == sum(len(b) for b in batches[s["shard"]::3])
     json.dumps(stats)  # plain JSON values only
 
@@ -192,6 +196,30 @@ def test_a_shard_written_by_two_bundles_is_refused():
     assert naming(None, None, 0, 1, "", 2) == "part-00002-of-00004.parquet"
     with pytest.raises(ShardSplitAcrossBundles, match="shard 2 of 4"):
         naming(None, None, 0, 2, "", 2)
+
+
+def test_unknown_checksums_are_refused():
+    with pytest.raises(ValueError, match="Expected checksums among"):
+        WriteParquetShards("/tmp/x", 1, height=2, width=2, checksums=("md5",))
+
+
+def test_a_writer_thread_failure_fails_the_write_and_flush():
+    from pipeline.generate.sinks import TFRecordBatchSink
+
+    class Broken:
+        def write(self, data):
+            raise OSError("disk full")
+
+        def flush(self):
+            pass
+
+    sink = TFRecordBatchSink(0, 1, None)
+    sink.open(Broken())
+    batch = make_batches([5])[0]
+    with pytest.raises(OSError, match="disk full"):
+        sink.write((0, batch))
+        sink.write((0, batch))
+        sink.flush()
 
 
 def test_num_shards_validated():
@@ -215,6 +243,7 @@ def test_manifest_hashes_come_from_the_sinks_not_from_reading_shards(tmp_path, m
     assert len(m["shards"]) == 6
     for s in m["shards"]:
         data = (out / s["path"]).read_bytes()
-        assert (s["bytes"], s["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        assert (s["bytes"], s["crc32c"]) == (len(data), f"{google_crc32c.value(data):08x}")
+        assert "sha256" not in s  # opt-in
     assert sum(s["rows"] for s in m["shards"] if s["format"] == "tfrecord") == 40
     assert not (out / layout.SUMMARY_DIR).exists()
