@@ -125,7 +125,7 @@ def test_manifest_records_provenance_and_verifies(tmp_path, bundled, generate):
     for key in ("command", "config", "versions", "runner", "elapsed_seconds", "images_per_second", "seed"):
         assert key in disk
     assert {s["format"] for s in disk["shards"]} == {"parquet", "tfrecord"}
-    assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in disk["shards"])
+    assert all(len(s["crc32c"]) == 8 and s["bytes"] > 0 for s in disk["shards"])  # crc32c by default, as GCS
     assert verify_output(str(tmp_path / "o")) == []
     assert not list((tmp_path / "o").glob("**/*temp*"))
 
