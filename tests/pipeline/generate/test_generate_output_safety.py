@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.dataset import layout
+from pipeline.dataset import card, layout
 from pipeline.dataset.verify import verify_output
 from pipeline.generate.graph import run_job
 from pipeline.generate.job import GenerateJob
@@ -28,7 +28,7 @@ def tree(root) -> set[str]:
 
 
 def published(shards: int) -> set[str]:
-    return {layout.MANIFEST, layout.JOB_MARKER} | {
+    return {layout.MANIFEST, layout.JOB_MARKER, *card.FILES} | {  # + dataset card and TFDS metadata
         f"{fmt}/part-{i:05d}-of-{shards:05d}.{fmt}" for fmt in layout.FORMATS for i in range(shards)}
 
 
