@@ -250,8 +250,13 @@ PARTS = {"ceiling": part_ceiling, "stock": part_stock, "seed": part_seed, "gener
 
 
 def _run_part(name: str, n: int, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--part", name, "--n", str(n), "--out", args.out,
-           "--repeats", str(args.repeats), f"--generate-args={args.generate_args}"]
+    return run_script_part(__file__, name, n, args.out, args.generate_args, ["--repeats", str(args.repeats)])
+
+
+def run_script_part(script: str, name: str, n: int, out: str, generate_args: str, extra=()) -> dict:
+    """Run `script --part name` in a fresh process; its last stdout line starting with '{' is the result."""
+    cmd = [sys.executable, os.path.abspath(script), "--part", name, "--n", str(n), "--out", out, *extra,
+           f"--generate-args={generate_args}"]
     print(f"  running ({name}, N={n:,}) ...", file=sys.stderr, flush=True)
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT})

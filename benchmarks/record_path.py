@@ -165,19 +165,13 @@ def _run(name: str, n: int, args) -> dict:
 
     if name in ("generate", "ceiling"):
         return gt._run_part(name, n, args)
-    cmd = [sys.executable, os.path.abspath(__file__), "--part", name, "--n", str(n), "--out", args.out,
-           f"--generate-args={args.generate_args}"]
-    print(f"  running ({name}, N={n:,}) ...", file=sys.stderr, flush=True)
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT})
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if res.returncode != 0 or not lines:
-        raise SystemExit(f"part {name} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return gt.run_script_part(__file__, name, n, args.out, args.generate_args)
 
 
 def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    import generate_throughput as gt
+
+    return gt._load()
 
 
 def report(r: dict) -> None:
