@@ -1,21 +1,14 @@
 """Fixtures shared by the pipeline tests: a real GCS API on a loopback port (gcp-storage-emulator), so gs://
 outputs go through Beam's own gs:// filesystem and the google-cloud-storage client; the fault-injection log."""
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
+from ports import free_port, wait_for_port
 
 EMULATOR = os.path.join(os.path.dirname(__file__), "gcs_emulator.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -23,20 +16,13 @@ def gcs_emulator(tmp_path_factory):
     """URL of a gcp-storage-emulator (plus generation preconditions, see gcs_emulator.py) serving in memory."""
     pytest.importorskip("gcp_storage_emulator")
     pytest.importorskip("google.cloud.storage")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "w")
     proc = subprocess.Popen([sys.executable, EMULATOR, "start", "--host", "127.0.0.1", "--port", str(port),
                              "--in-memory", "--quiet"], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"the GCS emulator did not start (see {log.name})")
-            time.sleep(0.1)
+    if not wait_for_port(port, proc, timeout=30):
+        proc.kill()
+        pytest.fail(f"the GCS emulator did not start (see {log.name})")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

@@ -13,11 +13,11 @@ import fcntl
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from ports import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Wheel entries are stamped with this instead of file mtimes, so the same sources give the same wheel sha256.
@@ -84,12 +84,6 @@ def worker_venv(wheel: Path) -> Path:
     return venv
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def unshare_problem() -> str | None:
     """None if this process may run `unshare -m` and mount a tmpfs, else why not."""
     if not shutil.which("unshare"):
@@ -127,15 +121,8 @@ def worker_pool(venv: Path, workdir: Path, env: dict, hide: Path = REPO):
     proc = subprocess.Popen(["unshare", "-m", "sh", "-c", _PREFLIGHT], cwd=workdir, env=pool_env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the worker pool did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.2)
+        if not wait_for_port(port, proc, timeout=60, interval=0.2):
+            raise RuntimeError(f"the worker pool did not start:\n{log_path.read_text()[-3000:]}")
         facts = dict(line.split("=", 1) for line in probe.read_text().splitlines())
         yield port, facts, log_path
     finally:
