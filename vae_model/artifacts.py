@@ -211,6 +211,25 @@ def check_out_dir(out_dir: str, kind: ArtifactKind) -> str:
 
 
 @contextlib.contextmanager
+def atomic_file(path: str, mode: str = "wb"):
+    """Yield a file opened on a temp name beside local `path`; on success it replaces `path` (mode 0644), on any
+    error it is removed and `path` is untouched."""
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}-", suffix=os.path.splitext(path)[1],
+                               dir=parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_directory(out_dir: str, kind: ArtifactKind):
     """Yield a fresh temp dir beside `out_dir`; on success it replaces `out_dir`, on any error it is removed and
     `out_dir` is untouched. `out_dir` is checked (`check_out_dir`) before the block and again, moved aside where

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from vae_model.data import Dataset, DataSplits
+from vae_model.artifacts import atomic_file
 from vae_model.errors import DataError, UsageError
 
 DEFAULT_NEIGHBOURS = 10
@@ -116,19 +116,8 @@ def write_source(path: str, splits: DataSplits, result: PseudoLabels, meta: dict
               "confidence": result.confidence, "meta": np.array(json.dumps(meta, sort_keys=True))}
     if splits.test is not None:
         arrays["x_test"], arrays["y_test"] = splits.test.images, splits.test.labels
-    path = check_out(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-pseudo-", suffix=".npz", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(check_out(path)) as f:
+        np.savez_compressed(f, **arrays)
 
 
 def read_meta(path: str) -> dict | None:

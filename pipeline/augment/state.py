@@ -14,6 +14,8 @@ import os
 import shutil
 import tempfile
 
+from vae_model.artifacts import atomic_file
+
 STATE_DIR = "state"
 OWNER_FILE = "augment.json"  # marks DIR as an augment output (ownership check before anything is written)
 
@@ -98,18 +100,8 @@ class Ledger:
 
 
 def write_json_atomic(path: str, obj) -> None:
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, default=float)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, default=float)
 
 
 def temp_beside(path: str, is_dir: bool) -> str:
