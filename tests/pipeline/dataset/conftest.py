@@ -27,6 +27,25 @@ def record_batches(shard: int):
             for seed, sl in ((1, slice(0, cut)), (2, slice(cut, None)))]
 
 
+def write_shard_file(path: str, fmt: str, batches) -> bytes:
+    """One shard file as the sinks lay it out (a Parquet row group / a run of TFRecord frames per batch); its bytes."""
+    import pyarrow.parquet as pq
+
+    from pipeline.dataset.arrow import arrow_schema, to_arrow
+    from pipeline.dataset.example import encode_tfrecords
+
+    if fmt == "parquet":
+        with pq.ParquetWriter(path, arrow_schema(batches[0].height, batches[0].width),
+                              use_compliant_nested_type=True) as writer:
+            for b in batches:
+                writer.write_table(to_arrow(b), row_group_size=len(b))
+    else:
+        with open(path, "wb") as f:
+            f.write(b"".join(encode_tfrecords(b) for b in batches))
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def write_generate_output(out: str, stats_for=("parquet",), finalize=True) -> dict | None:
     """What a job leaves: shards of both formats, its summary and (for the formats in `stats_for`) the sinks'
     shard stats; then, unless not `finalize`, `publish.finalize`, which hashes the other formats' shards by
@@ -35,13 +54,10 @@ def write_generate_output(out: str, stats_for=("parquet",), finalize=True) -> di
     import json
     import os
 
-    import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
     from pipeline.dataset import layout, publish
-    from pipeline.dataset.arrow import arrow_schema, to_arrow
     from pipeline.dataset.digest import batch_digest, combine_digests, digest_hex
-    from pipeline.dataset.example import encode_tfrecords
 
     publish.prepare(out, FINGERPRINT, overwrite=False)
     digest = 0
@@ -55,15 +71,8 @@ def write_generate_output(out: str, stats_for=("parquet",), finalize=True) -> di
         for fmt in layout.FORMATS:
             path = layout.join(layout.shard_dir(out, fmt), layout.shard_name(layout.FILE_PREFIX, shard, SHARDS,
                                                                               layout.SUFFIX[fmt]))
-            if fmt == "parquet":
-                with pq.ParquetWriter(path, arrow_schema(H, W), use_compliant_nested_type=True) as writer:
-                    for b in batches:
-                        writer.write_table(to_arrow(b), row_group_size=len(b))
-            else:
-                with open(path, "wb") as f:
-                    f.write(b"".join(encode_tfrecords(b) for b in batches))
+            data = write_shard_file(path, fmt, batches)
             if fmt in stats_for:
-                data = open(path, "rb").read()
                 layout.write_shard_stats(layout.shard_stats_dir(out), {
                     "format": fmt, "shard": shard, "num_shards": SHARDS, "rows": sum(map(len, batches)),
                     "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
@@ -76,6 +85,11 @@ def write_generate_output(out: str, stats_for=("parquet",), finalize=True) -> di
     info = {"model_id": "vae-test", "seed": 1, "sampler": "classgauss", "fingerprint": FINGERPRINT,
             "height": H, "width": W, "latent_dim": LATENT, "elapsed_seconds": 1.0}
     return publish.finalize(out, list(layout.FORMATS), SHARDS, {c: PER_CLASS for c in CLASSES}, info)
+
+
+@pytest.fixture(scope="session")
+def shard_writer():
+    return write_shard_file
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,10 @@ import dataclasses
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.dataset import layout
-from pipeline.dataset.arrow import arrow_schema, to_arrow
 from pipeline.dataset.digest import bytes_checksums
-from pipeline.dataset.example import encode_tfrecords
 from pipeline.dataset.verify import read_shard, verify_output
 
 
@@ -32,28 +29,16 @@ def _flip(batch, field: str, row: int):
     return dataclasses.replace(batch, **{key: values})
 
 
-def _rewrite(path: str, fmt: str, batches) -> bytes:
-    if fmt == "parquet":
-        h, w = batches[0].height, batches[0].width
-        with pq.ParquetWriter(path, arrow_schema(h, w), use_compliant_nested_type=True) as writer:
-            for b in batches:
-                writer.write_table(to_arrow(b), row_group_size=len(b))
-    else:
-        with open(path, "wb") as f:
-            f.write(b"".join(encode_tfrecords(b) for b in batches))
-    return open(path, "rb").read()
-
-
 @pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
 @pytest.mark.parametrize("field", ["image", "label", "id", "latent"])
-def test_the_digest_finds_one_flipped_byte_in_one_record(damaged, fmt, field):
+def test_the_digest_finds_one_flipped_byte_in_one_record(damaged, shard_writer, fmt, field):
     out = str(damaged)
     manifest = layout.read_manifest(out)
     entry = next(s for s in manifest["shards"] if s["format"] == fmt)
     path = layout.join(out, entry["path"])
     batches = list(read_shard(path, fmt, manifest["height"], manifest["width"]))
     batches[0] = _flip(batches[0], field, row=3)
-    data = _rewrite(path, fmt, batches)
+    data = shard_writer(path, fmt, batches)
     entry.update(bytes=len(data), **bytes_checksums(data, tuple(k for k in layout.SHARD_CHECKSUMS if k in entry)))
     with open(layout.manifest_path(out), "w") as f:
         json.dump(manifest, f)
