@@ -117,28 +117,42 @@ def crc32c_hex(crc: int) -> str:
     return f"{crc & 0xFFFFFFFF:08x}"
 
 
+class Checksums:
+    """Running shard checksums over bytes fed in order: crc32c and/or sha256, those in `names`."""
+
+    def __init__(self, names=("crc32c",)):
+        import google_crc32c
+
+        self._extend = google_crc32c.extend
+        self._crc = 0 if "crc32c" in names else None
+        self._sha = hashlib.sha256() if "sha256" in names else None
+
+    def update(self, data):
+        """Feed `data` (bytes or any buffer); returns it as bytes or a uint8 numpy view of it (no copy), the form
+        google_crc32c takes (it refuses memoryviews and pyarrow buffers), for the caller to write on."""
+        view = data if isinstance(data, bytes) else np.frombuffer(data, np.uint8)
+        if self._crc is not None:
+            self._crc = self._extend(self._crc, view)
+        if self._sha is not None:
+            self._sha.update(view)
+        return view
+
+    def hexdigests(self) -> dict[str, str]:
+        out = {} if self._crc is None else {"crc32c": crc32c_hex(self._crc)}
+        if self._sha is not None:
+            out["sha256"] = self._sha.hexdigest()
+        return out
+
+
 def stream_checksums(fileobj, names=("crc32c",), chunk: int = 8 << 20) -> dict[str, str]:
     """{"crc32c": ..., "sha256": ...} (those in `names`) of everything left in a binary file object."""
-    import google_crc32c
-
-    crc, sha = 0, hashlib.sha256() if "sha256" in names else None
-    while True:
-        data = fileobj.read(chunk)
-        if not data:
-            break
-        crc = google_crc32c.extend(crc, data)
-        if sha is not None:
-            sha.update(data)
-    out = {"crc32c": crc32c_hex(crc)} if "crc32c" in names else {}
-    if sha is not None:
-        out["sha256"] = sha.hexdigest()
-    return out
+    sums = Checksums(names)
+    while data := fileobj.read(chunk):
+        sums.update(data)
+    return sums.hexdigests()
 
 
 def bytes_checksums(data: bytes, names=("crc32c",)) -> dict[str, str]:
-    import google_crc32c
-
-    out = {"crc32c": crc32c_hex(google_crc32c.value(data))} if "crc32c" in names else {}
-    if "sha256" in names:
-        out["sha256"] = hashlib.sha256(data).hexdigest()
-    return out
+    sums = Checksums(names)
+    sums.update(data)
+    return sums.hexdigests()

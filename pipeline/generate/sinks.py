@@ -21,14 +21,10 @@ overlap with decoding and with the other format's writer.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
 import uuid
-
-import google_crc32c
-import numpy as np
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -40,6 +36,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.dataset.arrow import arrow_schema, to_arrow
 from pipeline.dataset.batch import RecordBatch
+from pipeline.dataset.digest import Checksums
 from pipeline.dataset.example import encode_tfrecords_buffer
 from pipeline.dataset.layout import FILE_PREFIX, shard_name, write_shard_stats
 from pipeline.dataset.publish import delete_tree
@@ -83,17 +80,12 @@ class _HashingFile:
 
     def __init__(self, fh, checksums=DEFAULT_CHECKSUMS):
         self._fh = fh
-        self._crc = 0
-        self._sha = hashlib.sha256() if "sha256" in checksums else None
+        self._sums = Checksums(checksums)
         self.size = 0
         self.closed = False
 
     def write(self, data) -> int:
-        # A numpy view, no copy: google_crc32c's "y#" refuses memoryviews and pyarrow buffers.
-        view = data if isinstance(data, bytes) else np.frombuffer(data, np.uint8)
-        self._crc = google_crc32c.extend(self._crc, view)
-        if self._sha is not None:
-            self._sha.update(view)
+        view = self._sums.update(data)
         self._fh.write(view)
         self.size += len(view)
         return len(view)
@@ -118,10 +110,7 @@ class _HashingFile:
 
     def checksums(self) -> dict:
         """{"crc32c": 8 hex digits (big-endian, as GCS's base64 crc32c decodes), "sha256": 64 hex (if asked)}."""
-        out = {"crc32c": f"{self._crc:08x}"}
-        if self._sha is not None:
-            out["sha256"] = self._sha.hexdigest()
-        return out
+        return self._sums.hexdigests()
 
 
 class _BatchSink(fileio.FileSink):
