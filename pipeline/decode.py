@@ -8,9 +8,10 @@ import math
 
 import numpy as np
 
+from pipeline.generate.job import GenerateJob
 from vae_model.errors import UsageError
 
-DEFAULT_BATCH_SIZE = 4096  # GenerateJob.batch_size (tested equal): the batch shape fixes the pixels
+DEFAULT_BATCH_SIZE = GenerateJob.batch_size  # generate's decode batch shape: the batch shape fixes the pixels
 
 
 def parse_points(points: tuple[str, ...] | list[str]) -> np.ndarray:
