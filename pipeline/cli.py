@@ -21,7 +21,8 @@ class _Command(click.Command):
     `--help` and parse errors stay instant."""
 
     def invoke(self, ctx):
-        quiet_libraries(ctx.find_root().params.get("verbose", False))
+        # verify imports TensorFlow only to parse TFRecord records (it quiets it then, see verify)
+        quiet_libraries(ctx.find_root().params.get("verbose", False), tensorflow=ctx.info_name != "verify")
         return super().invoke(ctx)
 
 
@@ -106,6 +107,10 @@ def generate(beam_args, **kw):
         n = sum(1 for s in m["shards"] if s["format"] == fmt)
         click.echo(f"{fmt}: {n} shards under {job.out}/{fmt}/")
     click.echo(f"manifest: {manifest_path(job.out)} (dataset_digest {m['dataset_digest'][:16]}...)")
+    from pipeline.generate.job_metrics import metric_lines
+
+    for line in metric_lines(m.get("result")):  # the job's Beam counters and distributions
+        click.echo(line, err=True)
 
 
 @cli.command(context_settings=GENERATE_CONTEXT)
@@ -198,8 +203,15 @@ def decode(points, labels, png, npy, scale, model):
               help="Check shard sizes and crc32c only, not records (on gs:// from object metadata: no download).")
 def verify(out_dir, checksums_only):
     """Check shards against the manifest and every record; exit 1 listing each problem."""
+    from pipeline.dataset.layout import read_manifest
     from pipeline.dataset.verify import verify_output
 
+    try:
+        tfrecords = not checksums_only and "tfrecord" in read_manifest(out_dir)["formats"]
+    except UserError:
+        tfrecords = False  # verify_output reports it
+    if tfrecords:  # parsing TFRecord records imports TensorFlow: muted, as every other command does
+        quiet_libraries(click.get_current_context().find_root().params.get("verbose", False))
     problems = verify_output(out_dir, records=not checksums_only)
     if problems:
         for p in problems:

@@ -23,19 +23,22 @@ def _stderr_to_devnull():
         os.close(null)
 
 
-def quiet_libraries(verbose: bool = False) -> None:
+def quiet_libraries(verbose: bool = False, tensorflow: bool = True) -> None:
     """Unless `verbose`, mute TensorFlow's C++ start-up lines (by importing it with fd 2 closed), absl, Beam and
-    warnings. Call it before anything imports TensorFlow: the CLI's _Command.invoke does."""
+    warnings. Call it before anything imports TensorFlow: the CLI's _Command.invoke does. `tensorflow=False`
+    (a command that may not need it, e.g. verify) skips the import, its seconds and the muting; call it again
+    with True before TensorFlow is imported after all."""
     if verbose:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    with _stderr_to_devnull():
-        import tensorflow as tf
+    if tensorflow:
+        with _stderr_to_devnull():
+            import tensorflow as tf
 
-        tf.config.list_physical_devices("GPU")  # the CUDA probe happens here, muted
+            tf.config.list_physical_devices("GPU")  # the CUDA probe happens here, muted
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if _drop_apitools_warning not in logging.getLogger().filters:

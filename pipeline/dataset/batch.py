@@ -23,10 +23,10 @@ class RecordBatch:
     sampler: str
     model_id: str
     seed: int
-    # Classifier filter bookkeeping (not record content, not written): candidates decoded to make this batch and
-    # how many of them passed. None = unfiltered.
-    drawn: int | None = field(default=None, compare=False)
-    passed: int | None = field(default=None, compare=False)
+    # Classifier filter bookkeeping (not record content, not written), per class {label: n}: candidates decoded to
+    # make this batch and how many of them passed. None = unfiltered.
+    drawn: dict[int, int] | None = field(default=None, compare=False)
+    passed: dict[int, int] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         # Normalise dtypes/layout once here so every encoder can rely on them; these are

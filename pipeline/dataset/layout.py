@@ -18,13 +18,45 @@ import json
 import os
 import re
 import stat
+import sys
 import uuid
 from typing import NamedTuple
 
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
-
 from vae_model.errors import DataError
+
+
+class _FileSystems:
+    """Beam's FileSystems, imported on first use by a URL (gs://...); local paths are joined, tested and opened for
+    reading with os and open(), as Beam's LocalFileSystem does, so reading a local output (readers, verify) never
+    imports Beam, whose import loads its runner machinery (~2 s)."""
+
+    @staticmethod
+    def beam():
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems
+
+    def join(self, base: str, *parts: str) -> str:
+        return self.beam().join(base, *parts) if "://" in base else os.path.join(base, *parts)
+
+    def exists(self, path: str) -> bool:
+        return self.beam().exists(path) if "://" in path else os.path.exists(path)
+
+    def open(self, path: str):
+        return self.beam().open(path) if "://" in path else open(path, "rb")  # noqa: SIM115 - caller closes
+
+    def __getattr__(self, name):  # match, create, rename, delete, ...: Beam's
+        return getattr(self.beam(), name)
+
+
+FileSystems = _FileSystems()
+
+
+def beam_io_errors() -> tuple:
+    """(BeamIOError,) once Beam's filesystems are loaded, else (): `except beam_io_errors():` catches Beam's error
+    without importing Beam (no Beam call, no BeamIOError)."""
+    mod = sys.modules.get("apache_beam.io.filesystem")
+    return (mod.BeamIOError,) if mod is not None else ()
 
 MANIFEST = "manifest.json"
 JOB_MARKER = ".vae-augment-job"
@@ -180,7 +212,7 @@ def read_shard_stats(stats_dir: str) -> list[dict]:
     """Every stats file the sinks left in `stats_dir` (replayed bundles may leave identical duplicates)."""
     try:
         found = [m for m in _listing(stats_dir, "*") if m.path.endswith(".json")]
-    except BeamIOError:
+    except beam_io_errors():
         return []
     stats = []
     for m in found:
@@ -352,7 +384,7 @@ def read_manifest(out_dir: str) -> dict:
     except ValueError as e:
         raise InvalidManifest(f"{path}: not valid JSON ({first_line(e)}); re-run generate to rewrite the output") \
             from None
-    except (OSError, BeamIOError) as e:
+    except (OSError, *beam_io_errors()) as e:
         raise DataError(f"{path}: cannot be read ({first_line(e)}); check its permissions") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if _count(version) and version > FORMAT_VERSION:  # first: a newer format may differ in any other field
@@ -382,7 +414,7 @@ def _listed_sizes(out_dir: str, fmt: str) -> dict[str, int] | str:
     """list_files of a remote shard folder, or why it cannot be listed."""
     try:
         return list_files(shard_dir(out_dir, fmt))
-    except BeamIOError as e:
+    except beam_io_errors() as e:
         return f"cannot list {shard_dir(out_dir, fmt)} ({first_line(e)})"
 
 

@@ -6,11 +6,10 @@ count as it is read. `verify=True` adds the full check (every sha256 and the dat
 from __future__ import annotations
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.dataset import layout
 from pipeline.dataset.arrow import images_from_column
-from pipeline.dataset.layout import ShardFile, read_manifest
+from pipeline.dataset.layout import FileSystems, ShardFile, read_manifest
 from vae_model.errors import DataError
 
 __all__ = ["checked_manifest", "load_dataframe", "load_parquet", "load_table", "read_manifest", "read_parquet_shard",

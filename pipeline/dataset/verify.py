@@ -99,9 +99,7 @@ def _checksums_only(shard: layout.ShardFile) -> list[str]:
     s = shard.entry
     if shard.path.startswith("gs://") and "crc32c" in s:
         return _metadata_problems(shard)
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(shard.path) as f:
+    with layout.FileSystems.open(shard.path) as f:  # local: no Beam import
         return _checksum_problems(s, stream_checksums(f, tuple(k for k in layout.SHARD_CHECKSUMS if k in s)))
 
 

@@ -12,4 +12,6 @@ sinks      Parquet/TFRecord shard writers that hash as they write
 runners    which Beam runner runs a job
 faults     test-only fault injection
 graph      build(): the graph; run_job(): validate, run, publish the manifest; run(argv): from CLI arguments
+api        GenerateRecords | WriteShards: the public transforms for Beam users' own pipelines (build() is them)
+job_metrics  the job's Beam metrics as the lines `generate` prints at its end
 """

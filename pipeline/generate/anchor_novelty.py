@@ -88,12 +88,19 @@ class _PruneFn(beam.DoFn):
         self._model_path, self._source, self._seed = portable_model_dir(model_path), source, seed
         self._threshold = threshold
 
-    def process(self, stats: LatentStats):
-        from vae_model.data import load_source
+    def setup(self):
+        from pipeline.generate.worker_env import anonymous_gcs_on_worker, enable_gpu_memory_growth
         from vae_model.inference import BatchDecoder
         from vae_model.model_dir import ModelDir
 
-        decode = BatchDecoder(ModelDir.open(self._model_path).decoder, 4096)
+        enable_gpu_memory_growth()
+        anonymous_gcs_on_worker()  # before the model and the data are read from gs://
+        self._decode = BatchDecoder(ModelDir.open(self._model_path).decoder, 4096)
+
+    def process(self, stats: LatentStats):
+        from vae_model.data import load_source
+
+        decode = self._decode
         train = load_source(self._source, seed=self._seed).train.images
         pruned, report = prune_anchors(stats, decode, train, self._threshold)
         # the per-class report reaches the driver as counters (exact: committed once per successful bundle)

@@ -1,6 +1,7 @@
 """The main job: Create(shard tasks) -> Reshuffle -> sample + decode each task's work units -> write each task's
 batches straight into its own Parquet/TFRecord shard (no shuffle of decoded data), then a manifest written only
-after every shard is finalized. With --labeled-data the class statistics are one more stage of the same
+after every shard is finalized. The graph is api.GenerateRecords | api.WriteShards, the transforms Beam users
+put in their own pipelines. With --labeled-data the class statistics are one more stage of the same
 pipeline, a side input of the sampling stage.
 
 `build` is the graph, `run_job` runs a GenerateJob to its manifest, and `run(argv)` does both from
@@ -8,25 +9,17 @@ pipeline, a side input of the sampling stage.
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
-from dataclasses import asdict
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, TestOptions
 
-from pipeline.dataset import layout, publish
+from pipeline.dataset import publish
+from pipeline.generate.api import GenerateRecords, WriteShards, fingerprint_of, manifest_info
 from pipeline.generate.job import GenerateJob, Validated, validate
 from pipeline.generate.options import parse_generate_args
-from pipeline.generate.planning import plan_shard_tasks, plan_units
-from pipeline.generate.runners import (accelerator, dataflow_gpu_args, make_runner, portable_stages_package,
-                                       runner_description, setup_file)
-from pipeline.generate.sinks import WriteParquetShards, WriteTFRecordShards
-from pipeline.generate.transforms import GenerateShards, SummarizeRecords
-from vae_model import artifacts
-from vae_model.classifier import CLASSIFIER
+from pipeline.generate.runners import dataflow_gpu_args, make_runner, portable_stages_package, setup_file
 from vae_model.errors import UserError
 from vae_model.model_dir import ModelDir
 
@@ -57,45 +50,20 @@ def _pipeline_options(job: GenerateJob, beam_args: list[str]) -> PipelineOptions
 
 
 def build(p: beam.Pipeline, job: GenerateJob, md: ModelDir, checked: Validated):
-    """Adds the generation graph of a validated job to `p`; returns the summary PCollection.
+    """Adds the generation graph of a validated job to `p`; returns the summary PCollection. It is the public
+    transforms `GenerateRecords | WriteShards` (pipeline.generate.api), with the manifest left to run_job.
 
     Work units are dealt to K shard tasks up front (unit_id % K); only those tiny tasks are shuffled. Each task
     is sampled, decoded, encoded, hashed and written inside one fused stage, one open file per shard and
     format, so memory stays flat in N and no decoded byte goes through a GroupByKey.
     """
-    units = plan_units(checked.counts, job.batch_size)
-    total = sum(checked.counts.values())
-    hints = {"accelerator": accelerator(job.gpu)} if job.gpu else {}
     stats = None
     if checked.class_stats is not None:
-        # --labeled-data: the samplers are built on the workers from statistics computed in this same job
+        # --labeled-data: a top-level stage of the job (its stage names, as tests and Dataflow's UI show them)
         stats = beam.pvalue.AsSingleton(p | "ClassStats" >> checked.class_stats)
-    keyed = (
-        p
-        | "CreateShardTasks" >> beam.Create(plan_shard_tasks(units, job.shards), reshuffle=False)
-        | "ShuffleShardTasks" >> beam.Reshuffle()
-        | "DecodeLatents" >> GenerateShards(checked.sampler, job.seed, md.path, job.batch_size, md.model_id,
-                                            job.sampler, job.batch_size, total, record_filter=checked.record_filter,
-                                            max_rounds=job.max_filter_rounds, stats=stats).with_resource_hints(**hints)
-    )
-    stats_dir = layout.shard_stats_dir(job.out)
-    if "parquet" in job.formats:
-        keyed | "WriteParquet" >> WriteParquetShards(
-            layout.shard_dir(job.out, "parquet"), job.shards, height=md.image_shape[0], width=md.image_shape[1],
-            stats_dir=stats_dir)
-    if "tfrecord" in job.formats:
-        keyed | "WriteTFRecord" >> WriteTFRecordShards(layout.shard_dir(job.out, "tfrecord"), job.shards,
-                                                       stats_dir=stats_dir)
-    summary = keyed | "Batches" >> beam.Values() | "Summarize" >> SummarizeRecords()
-    summary | "WriteSummary" >> beam.Map(_write_summary, layout.summary_prefix(job.out))
-    return summary
-
-
-def _write_summary(summary: dict, path: str) -> None:
-    # One file at its exact name (a retry rewrites it whole): Beam's WriteToText finalizes through a glob of
-    # its path, which a `[` in --out breaks.
-    with FileSystems.create(path) as f:
-        f.write(json.dumps(summary).encode() + b"\n")
+    records = p | "Generate" >> GenerateRecords._from_validated(job, md, checked, stats=stats)  # noqa: SLF001
+    return records | "Write" >> WriteShards(job.out, job.formats, overwrite=job.overwrite,
+                                            checksums=getattr(job, "checksums", ("crc32c",)), publish=False)
 
 
 def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> dict:
@@ -104,9 +72,7 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
     t0 = time.time()
     md = ModelDir.open(job.model)
     checked = validate(job, md)
-    clf_meta = checked.classifier_meta
-    clf_sha256 = clf_meta["sha256"][CLASSIFIER] if clf_meta else None
-    fingerprint = job.record_fingerprint(md.model_id, clf_sha256)
+    fingerprint = fingerprint_of(job, checked, md)
     options = _pipeline_options(job, list(beam_args))
     publish.use_anonymous_gcs(options.view_as(GoogleCloudOptions).no_auth)
     runner = make_runner(options) if test_pipeline is None else None
@@ -119,7 +85,7 @@ def run_job(job: GenerateJob, beam_args=(), argv=None, test_pipeline=None) -> di
         except Exception as e:
             raise publish.JobFailed(e) from e
         return {"dry_run": True, "result": result}
-    info = _manifest_info(job, md, checked, fingerprint, options, argv, beam_args)
+    info = manifest_info(job, md, checked, fingerprint, options, argv, beam_args)
     with publish.exclusive(job.out, fingerprint):
         publish.prepare(job.out, fingerprint, job.overwrite)
         try:
@@ -151,32 +117,6 @@ def _let_go(error: BaseException) -> None:
         error.__traceback__ = None
         error = error.__cause__ or error.__context__
     gc.collect()
-
-
-def _manifest_info(job: GenerateJob, md: ModelDir, checked: Validated, fingerprint: str, options, argv,
-                   beam_args) -> dict:
-    """What the manifest records about the job besides its records and timing."""
-    clf_meta = checked.classifier_meta
-    return {
-        "model_id": md.model_id,
-        "model_dir": md.path,
-        "seed": job.seed,
-        "sampler": job.sampler,
-        "fingerprint": fingerprint,
-        "height": md.image_shape[0],
-        "width": md.image_shape[1],
-        "latent_dim": md.latent_dim,
-        "command": artifacts.command_line(argv),
-        "config": asdict(job),
-        "beam_args": list(beam_args),
-        "versions": artifacts.versions(),
-        "runner": runner_description(options),
-        **({"filter": {"classifier_dir": job.filter_classifier, "min_confidence": job.min_confidence,
-                       "classifier_sha256": clf_meta["sha256"][CLASSIFIER],
-                       "classifier_id": clf_meta.get("classifier_id"),
-                       "classifier_test_accuracy": clf_meta.get("metrics", {}).get("test", {}).get("accuracy")}}
-           if clf_meta else {}),
-    }
 
 
 def run(argv=None, save_main_session=True, test_pipeline=None) -> dict:

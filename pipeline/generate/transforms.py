@@ -7,7 +7,6 @@ process (`DoFn.setup` + `Shared`) and called through a fixed-signature `tf.funct
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
 import os
 import sys
@@ -64,9 +63,22 @@ class _SingleThreadedBlas:
                 cls._limiter = None
 
 
-def sample_unit(sampler, seed: int, unit: WorkUnit) -> np.ndarray:
-    """A unit's latent codes: a pure function of (sampler, seed, unit)."""
-    return sampler.sample(np.random.default_rng([seed, unit.unit_id]), unit.label, unit.count)
+def _draw(sampler, rng, labels, counts) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's codes in `labels` order from `rng`, concatenated: (z float32 (n, d), labels int64 (n,))."""
+    z = np.concatenate([np.asarray(sampler.sample(rng, c, n), np.float32) for c, n in zip(labels, counts)])
+    return z, np.repeat(np.asarray(labels, np.int64), counts)
+
+
+def sample_unit(sampler, seed: int, unit: WorkUnit) -> tuple[np.ndarray, np.ndarray]:
+    """A unit's latent codes and labels (z float32 (n, d), labels int64 (n,)), classes interleaved: a pure function
+    of (sampler, seed, unit). One generator default_rng([seed, unit_id]) draws each class's codes in unit.labels
+    order, then the permutation that shuffles them."""
+    if unit.rows is not None:  # a user's own codes (generate --latents): file order, no randomness
+        return sampler.codes(unit)
+    rng = np.random.default_rng([seed, unit.unit_id])
+    z, labels = _draw(sampler, rng, unit.labels, unit.counts)
+    perm = rng.permutation(len(labels))
+    return z[perm], labels[perm]
 
 
 class _SampleFn(beam.DoFn):
@@ -82,11 +94,12 @@ class _SampleFn(beam.DoFn):
 
     def process(self, unit: WorkUnit):
         faults.maybe_fail("sample", unit.unit_id)
-        yield unit, sample_unit(self._sampler, self._seed, unit)
+        yield (unit, *sample_unit(self._sampler, self._seed, unit))
 
 
 class SampleLatents(beam.PTransform):
-    """WorkUnit -> (WorkUnit, z float32 (count, d)), drawn from default_rng([seed, unit_id])."""
+    """WorkUnit -> (WorkUnit, z float32 (count, d), labels int64 (count,)): sample_unit, from
+    default_rng([seed, unit_id])."""
 
     def __init__(self, sampler, seed: int, label=None):
         super().__init__(label)
@@ -125,9 +138,20 @@ class _DecodeFn(beam.DoFn):
         self._shared = shared.Shared()
         self._records = Metrics.counter(NAMESPACE, "records")
         self._nonfinite = Metrics.counter(NAMESPACE, "nonfinite_pixels")
+        self._decode_ms = Metrics.distribution(NAMESPACE, "decode_batch_ms")
+        self._load_ms_metric = Metrics.distribution(NAMESPACE, "model_load_ms")
+        self._load_ms = None
 
     def setup(self):
+        loaded = []
+
         def load():
+            t0 = time.perf_counter()
+            handle = _load()
+            loaded.append(int(round((time.perf_counter() - t0) * 1000)))
+            return handle
+
+        def _load():
             from vae_model.errors import ModelError
             from vae_model.inference import BatchDecoder
             from vae_model.model_dir import ModelDir
@@ -144,33 +168,47 @@ class _DecodeFn(beam.DoFn):
         enable_gpu_memory_growth()
         anonymous_gcs_on_worker()  # before the model is read from gs://
         self._handle = self._shared.acquire(load, tag=f"{self._model_path}:{self._batch_size}:{self._jit}")
+        # Reported from the first bundle: setup may run where no metrics container is active.
+        self._load_ms = loaded[0] if loaded else None
         self._done = 0
         self._started = time.time()
         self._last_report = 0.0
 
     def process(self, element):
-        unit, z = element
-        yield self._decode(unit, z)
+        unit, z, labels = element
+        yield self._decode(unit, z, labels)
 
-    def _decode(self, unit: WorkUnit, z: np.ndarray) -> RecordBatch:
-        return self._account(unit, *self._decode_raw(unit, z))
+    def _decode(self, unit: WorkUnit, z: np.ndarray, labels: np.ndarray) -> RecordBatch:
+        return self._account(unit, *self._decode_raw(unit, z, labels))
 
-    def _decode_raw(self, unit: WorkUnit, z: np.ndarray) -> tuple[RecordBatch, int]:
-        """Pure computation (safe on a helper thread): the batch and its count of non-finite pixels."""
+    def _decode_raw(self, unit: WorkUnit, z: np.ndarray, labels: np.ndarray) -> tuple[RecordBatch, int, list[int]]:
+        """Pure computation (safe on a helper thread): the batch, its count of non-finite pixels and the decoder
+        call's time in ms (as a list, one entry per call)."""
         faults.maybe_fail("decode", unit.unit_id)
-        labels = np.full(unit.count, unit.label, np.int64)
+        t0 = time.perf_counter()
         images, bad = self._handle.decoder(z, labels)
-        ids = unit.unit_id * self._capacity + np.arange(unit.count, dtype=np.int64)
-        return RecordBatch(ids, labels, images, z, self._sampler_name, self._model_id, self._seed), bad
+        ms = int(round((time.perf_counter() - t0) * 1000))
+        # a --latents record's id is its row in the user's file; a sampled one's is unit_id * capacity + position
+        first = unit.rows[0] if unit.rows is not None else unit.unit_id * self._capacity
+        ids = first + np.arange(len(labels), dtype=np.int64)
+        return RecordBatch(ids, labels, images, z, self._sampler_name, self._model_id, self._seed), bad, [ms]
 
-    def _account(self, unit: WorkUnit, batch: RecordBatch, bad: int) -> RecordBatch:
+    def _flush_load_metric(self):
+        if self._load_ms is not None:
+            self._load_ms_metric.update(self._load_ms)
+            self._load_ms = None
+
+    def _account(self, unit: WorkUnit, batch: RecordBatch, bad: int, decode_ms=()) -> RecordBatch:
         """Checks, metrics and progress, on the bundle's own thread (Beam metrics are thread-local)."""
+        self._flush_load_metric()
+        for ms in decode_ms:
+            self._decode_ms.update(ms)
         if bad:
             self._nonfinite.inc(bad)
             raise NonFiniteOutput(f"work unit {unit.unit_id}: decoder produced {bad} NaN/Inf pixels; "
                                   "the model is broken, retrain it")
-        self._records.inc(unit.count)
-        self._report(unit.count)
+        self._records.inc(len(batch))
+        self._report(len(batch))
         return batch
 
     def _report(self, n):
@@ -184,7 +222,7 @@ class _DecodeFn(beam.DoFn):
 
 
 class DecodeLatents(beam.PTransform):
-    """(WorkUnit, z) -> RecordBatch with uint8 images, ids and provenance fields."""
+    """(WorkUnit, z, labels) -> RecordBatch with uint8 images, ids and provenance fields."""
 
     def __init__(self, model_path, batch_size, model_id, sampler_name, seed, capacity, total, jit_compile=False,
                  label=None):
@@ -242,40 +280,63 @@ class _GenerateShardFn(_DecodeFn):
             self._built = self._sampler.build(stats)
         return self._built
 
-    def _make(self, unit: WorkUnit, sampler) -> tuple[RecordBatch, int]:
+    def _make(self, unit: WorkUnit, sampler) -> tuple[RecordBatch, int, list[int]]:
         faults.maybe_fail("sample", unit.unit_id)
         if self._filter is None:
-            return self._decode_raw(unit, sample_unit(sampler, self._seed, unit))
+            return self._decode_raw(unit, *sample_unit(sampler, self._seed, unit))
         return self._make_filtered(unit, sampler)
 
-    def _make_filtered(self, unit: WorkUnit, sampler) -> tuple[RecordBatch, int]:
-        """Sample, decode and classify `unit.count` candidates per round, all rounds drawing from the unit's one
-        generator, until `unit.count` pass; keep the first that pass, in draw order. Round 0 is exactly the
-        unfiltered draw, and the result depends only on (seed, unit), never on workers, threads or retries."""
+    def _make_filtered(self, unit: WorkUnit, sampler) -> tuple[RecordBatch, int, list[int]]:
+        """Filtered generation, all from the unit's one generator default_rng([seed, unit_id]).
+
+        Each round draws, for every class still short (in unit.labels order), that class's full count of
+        candidates, decodes them in one call and classifies them; each class keeps its first passing candidates in
+        draw order. Round 0 is exactly sample_unit's draw before its permutation. Once every class is full, the
+        kept records (class blocks in unit.labels order) are permuted with the same generator, as in sample_unit;
+        so when round 0 suffices the batch equals the unfiltered one. Depends only on (seed, unit)."""
         rng = np.random.default_rng([self._seed, unit.unit_id])
-        kept_z, kept_img, got, drawn, passed, bad = [], [], 0, 0, 0, 0
+        need = dict(zip(unit.labels, unit.counts))
+        kept = {c: ([], []) for c in unit.labels}  # class -> (latent parts, image parts)
+        got = dict.fromkeys(unit.labels, 0)
+        drawn = dict.fromkeys(unit.labels, 0)
+        passed = dict.fromkeys(unit.labels, 0)
+        bad, times = 0, []
         for _ in range(self._max_rounds):
-            candidates, nonfinite = self._decode_raw(unit, sampler.sample(rng, unit.label, unit.count))
-            bad += nonfinite
-            mask, _ = self._filter.accept(candidates.images, candidates.labels)
-            drawn += unit.count
-            passed += int(mask.sum())
-            take = np.flatnonzero(mask)[: unit.count - got]
-            kept_z.append(candidates.latents[take])
-            kept_img.append(candidates.images[take])
-            got += len(take)
-            if got == unit.count:
+            short = [c for c in unit.labels if got[c] < need[c]]
+            if not short:
                 break
-        else:
-            where = f"class {unit.label}" if unit.label >= 0 else "unlabeled records"
+            sizes = [need[c] for c in short]
+            candidates, nonfinite, ms = self._decode_raw(unit, *_draw(sampler, rng, short, sizes))
+            bad += nonfinite
+            times += ms
+            mask, _ = self._filter.accept(candidates.images, candidates.labels)
+            offset = 0
+            for c, n in zip(short, sizes):  # per class, not per record: each class is one block of the round
+                block = mask[offset:offset + n]
+                drawn[c] += n
+                passed[c] += int(block.sum())
+                take = offset + np.flatnonzero(block)[: need[c] - got[c]]
+                kept[c][0].append(candidates.latents[take])
+                kept[c][1].append(candidates.images[take])
+                got[c] += len(take)
+                offset += n
+        short = [c for c in unit.labels if got[c] < need[c]]
+        if short:
+            c = short[0]
+            where = f"class {c}" if c >= 0 else "unlabeled records"
             raise FilterStarved(
-                f"work unit {unit.unit_id} ({where}): only {passed:,} of {drawn:,} decoded candidates "
-                f"({passed / drawn:.2%}) pass the classifier filter at --min-confidence {self._filter.min_confidence}; "
-                f"lower --min-confidence, raise --max-filter-rounds (now {self._max_rounds}), or use a better "
-                f"model or sampler")
-        batch = dataclasses.replace(candidates, images=np.concatenate(kept_img), latents=np.concatenate(kept_z),
-                                    drawn=drawn, passed=passed)
-        return batch, bad
+                f"work unit {unit.unit_id} ({where}): only {passed[c]:,} of {drawn[c]:,} decoded candidates "
+                f"({passed[c] / drawn[c]:.2%}) pass the classifier filter at --min-confidence "
+                f"{self._filter.min_confidence}; lower --min-confidence, raise --max-filter-rounds "
+                f"(now {self._max_rounds}), or use a better model or sampler")
+        z = np.concatenate([part for c in unit.labels for part in kept[c][0]])
+        images = np.concatenate([part for c in unit.labels for part in kept[c][1]])
+        labels = np.repeat(np.asarray(unit.labels, np.int64), unit.counts)
+        perm = rng.permutation(len(labels))
+        ids = unit.unit_id * self._capacity + np.arange(len(labels), dtype=np.int64)
+        batch = RecordBatch(ids, labels[perm], images[perm], z[perm], self._sampler_name, self._model_id,
+                            self._seed, drawn=drawn, passed=passed)
+        return batch, bad, times
 
     def _empty(self) -> RecordBatch:
         dec = self._handle.decoder
@@ -284,6 +345,7 @@ class _GenerateShardFn(_DecodeFn):
                            self._model_id, self._seed)
 
     def process(self, task: ShardTask, stats=None):
+        self._flush_load_metric()
         if not task.units:
             # Gives the shard its (valid, empty) file, written in this bundle like every other shard.
             yield task.shard, self._empty()
@@ -352,11 +414,11 @@ class _SummaryFn(beam.CombineFn):
         per_class = dict(per_class)
         for c, n in zip(labels.tolist(), counts.tolist()):
             per_class[c] = per_class.get(c, 0) + n
-        if batch.drawn is not None and len(batch):
-            # A filtered batch is one work unit, hence one class.
+        if batch.drawn is not None:  # a filtered batch: per-class candidates drawn and passed
             filtered = dict(filtered)
-            d, p = filtered.get(int(batch.labels[0]), (0, 0))
-            filtered[int(batch.labels[0])] = (d + batch.drawn, p + batch.passed)
+            for c, dr in batch.drawn.items():
+                d, p = filtered.get(int(c), (0, 0))
+                filtered[int(c)] = (d + dr, p + batch.passed.get(c, 0))
         return total + len(batch), per_class, combine_digests(digest, batch_digest(batch)), filtered
 
     def merge_accumulators(self, accs):

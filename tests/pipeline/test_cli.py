@@ -53,7 +53,7 @@ def test_the_group_quiets_the_libraries_unless_verbose(args, verbose, monkeypatc
     import pipeline.cli
 
     calls = []
-    monkeypatch.setattr(pipeline.cli, "quiet_libraries", calls.append)
+    monkeypatch.setattr(pipeline.cli, "quiet_libraries", lambda verbose, **_: calls.append(verbose))
     invoke(*args)
     assert calls == [verbose]
 

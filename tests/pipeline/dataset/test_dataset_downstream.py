@@ -146,6 +146,7 @@ def out28(tmp_path, write_job_output, monkeypatch):
     return str(tmp_path / "o28")
 
 
+@pytest.mark.e2e  # RunInference and the Beam user's example are whole Beam jobs
 def test_the_readmes_downstream_examples_run_as_written(out28, tmp_path, monkeypatch):
     """README.md's blocks between `<!-- downstream-examples -->` and `<!-- /downstream-examples -->`."""
     pytest.importorskip("datasets")
@@ -155,4 +156,9 @@ def test_the_readmes_downstream_examples_run_as_written(out28, tmp_path, monkeyp
     if not m:
         pytest.skip("README.md has no downstream-examples section yet")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)  # the Beam user's example writes out/mine
     run_blocks(python_blocks(m.group(1)), out28, tmp_path)
+    if "out/mine" in m.group(1):
+        from pipeline.dataset.verify import verify_output
+
+        assert verify_output(str(tmp_path / "out" / "mine")) == []

@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.dataset.readers import load_dataframe, load_parquet
 from pipeline.generate.filter import ClassifierFilter
 from pipeline.generate.planning import plan_shard_tasks, plan_units
-from pipeline.generate.transforms import GenerateShards
+from pipeline.generate.transforms import GenerateShards, sample_unit
 from vae_model.errors import DataError, ModelError, UsageError
 from vae_model.inference import BatchDecoder
 
@@ -34,41 +34,79 @@ class RejectAll(EvenPixelSum):
         return np.zeros(len(images), bool), np.zeros(len(images), np.float32)
 
 
+class AcceptAll(EvenPixelSum):
+    def accept(self, images, labels):
+        return np.ones(len(images), bool), np.ones(len(images), np.float32)
+
+
 def _filtered_by_hand(bundled, sampler, units, seed, capacity, keep):
-    """The top-up rule written out plainly: draw `count` per round from default_rng([seed, unit_id]) until `count`
-    candidates pass; keep the first that pass, in draw order."""
+    """The top-up rule written out plainly, one class at a time within each round: from default_rng([seed,
+    unit_id]), each round draws every still-short class's full count (classes ascending) and decodes them; each
+    class keeps its first passing candidates in draw order; then the kept records (classes ascending) are permuted
+    with the same generator."""
     dec = BatchDecoder(bundled.decoder, capacity)
     out = {}
     for u in units:
         rng = np.random.default_rng([seed, u.unit_id])
-        zs, imgs, drawn = [], [], 0
-        while sum(len(z) for z in zs) < u.count:
-            z = sampler.sample(rng, u.label, u.count)
-            images, _ = dec(z, np.full(u.count, u.label))
-            drawn += u.count
+        need = dict(zip(u.labels, u.counts))
+        zs, imgs, drawn = {c: [] for c in need}, {c: [] for c in need}, {c: 0 for c in need}
+        while True:
+            short = [c for c in u.labels if sum(len(z) for z in zs[c]) < need[c]]
+            if not short:
+                break
+            z = np.concatenate([sampler.sample(rng, c, need[c]) for c in short])
+            labels = np.repeat(short, [need[c] for c in short])
+            images, _ = dec(z, labels)
             m = keep(images)
-            zs.append(z[m])
-            imgs.append(images[m])
-        z, images = np.concatenate(zs)[: u.count], np.concatenate(imgs)[: u.count]
-        for i in range(u.count):
-            out[u.unit_id * capacity + i] = (u.label, images[i].tobytes(), z[i].tobytes())
-        out[("drawn", u.unit_id)] = drawn
+            for c in short:
+                drawn[c] += need[c]
+                zs[c].append(z[m & (labels == c)])
+                imgs[c].append(images[m & (labels == c)])
+        z = np.concatenate([np.concatenate(zs[c])[: need[c]] for c in u.labels])
+        images = np.concatenate([np.concatenate(imgs[c])[: need[c]] for c in u.labels])
+        labels = np.repeat(u.labels, u.counts)
+        perm = rng.permutation(u.count)
+        for i, j in enumerate(perm):
+            out[u.unit_id * capacity + i] = (int(labels[j]), images[j].tobytes(), z[j].tobytes())
+        out[("drawn", u.unit_id)] = sorted(drawn.items())
     return out
 
 
 def test_top_up_follows_the_units_own_generator(bundled, classgauss, local_pipeline):
     sampler = classgauss
     units = plan_units({3: 40, 7: 16}, 16)
+    assert all(len(u.labels) == 2 for u in units)  # every unit mixes both classes
     want = _filtered_by_hand(bundled, sampler, units, 5, 16,
                              lambda im: im.reshape(len(im), -1).sum(axis=1) % 2 == 0)
-    assert any(v > 16 for k, v in want.items() if isinstance(k, tuple))  # some unit needed a second round
+    # some class of some unit needed a second round
+    assert any(d > n for k, v in want.items() if isinstance(k, tuple)
+               for (_, d), n in zip(v, units[k[1]].counts))
     with local_pipeline() as p:
         keyed = p | beam.Create(plan_shard_tasks(units, 2)) | GenerateShards(
             sampler, 5, bundled.path, 16, bundled.model_id, "classgauss", 16, 56, record_filter=EvenPixelSum())
         flat = keyed | beam.Values() | beam.FlatMap(
             lambda b: [(int(i), (int(lab), img.tobytes(), z.tobytes())) for i, lab, img, z in
-                       zip(b.ids, b.labels, b.images, b.latents)] + [(("drawn", int(b.ids[0]) // 16), b.drawn)])
+                       zip(b.ids, b.labels, b.images, b.latents)]
+            + [(("drawn", int(b.ids[0]) // 16), sorted(b.drawn.items()))])
         assert_that(flat, equal_to(list(want.items())))
+
+
+def test_a_filter_that_passes_everything_gives_the_unfiltered_records(bundled, classgauss, local_pipeline):
+    """Round 0 is sample_unit's draw and the permutation follows it, so a filter that passes all changes nothing."""
+    units = plan_units({3: 20, 7: 9}, 16)
+    dec = BatchDecoder(bundled.decoder, 16)
+    want = []
+    for u in units:
+        z, labels = sample_unit(classgauss, 5, u)
+        images, _ = dec(z, labels)
+        want += [(u.unit_id * 16 + i, int(labels[i]), images[i].tobytes(), z[i].tobytes()) for i in range(u.count)]
+    with local_pipeline() as p:
+        keyed = p | beam.Create(plan_shard_tasks(units, 1)) | GenerateShards(
+            classgauss, 5, bundled.path, 16, bundled.model_id, "classgauss", 16, 29, record_filter=AcceptAll())
+        flat = keyed | beam.Values() | beam.FlatMap(
+            lambda b: [(int(i), int(lab), img.tobytes(), z.tobytes()) for i, lab, img, z in
+                       zip(b.ids, b.labels, b.images, b.latents)])
+        assert_that(flat, equal_to(want))
 
 
 def test_a_filter_nothing_passes_fails_the_unit_with_the_acceptance_rate(bundled, classgauss, local_pipeline):
@@ -109,7 +147,7 @@ def test_filtered_job_keeps_exact_counts_and_only_passing_records(filtered_job):
     assert f["min_confidence"] == 0.95 and f["classifier_dir"] == "bundled" and len(f["classifier_sha256"]) == 64
     for c in ("5", "8"):
         pc = f["per_class"][c]
-        # two units per class (64 + 36); each drew whole rounds of its own size until 100% of its count passed
+        # four units of 25 + 25; each class of each drew whole rounds of its own count until that count passed
         assert pc["drawn"] >= 100 and pc["passed"] >= 100 and pc["acceptance"] == round(pc["passed"] / pc["drawn"], 6)
     assert f["drawn"] == sum(v["drawn"] for v in f["per_class"].values())
     on_disk = json.loads((out / "manifest.json").read_text())
@@ -118,7 +156,8 @@ def test_filtered_job_keeps_exact_counts_and_only_passing_records(filtered_job):
 
 @pytest.mark.e2e
 def test_filtered_records_start_with_the_unfiltered_draws_that_pass(filtered_job, tmp_path, generate):
-    """Round 0 of a filtered unit is exactly the unfiltered job's draw, so the records that pass it come first."""
+    """Round 0 of a filtered unit is exactly the unfiltered job's draw, so every unfiltered record that passes is
+    among the filtered unit's records (of its class), and top-ups add the rest."""
     out, m = filtered_job
     plain = tmp_path / "plain"
     generate(plain, **FILTERED)
@@ -126,23 +165,27 @@ def test_filtered_records_start_with_the_unfiltered_draws_that_pass(filtered_job
     b = load_dataframe(str(out)).sort_values("id")
     images = np.stack([np.frombuffer(x, np.uint8).reshape(28, 28) for x in a["image"]])
     mask, _ = ClassifierFilter(None, 0.95).accept(images, a["label"].to_numpy())
+    topped_up = False
     for unit in sorted(set(a["id"] // 64)):
-        in_unit = (a["id"] // 64 == unit).to_numpy()
-        passing = [bytes(x) for x in a["image"][in_unit & mask]]
-        filtered = [bytes(x) for x in b["image"][(b["id"] // 64 == unit).to_numpy()]]
-        assert len(passing) < len(filtered)  # spread 1.5 at 0.95 rejects some: the unit was topped up
-        assert filtered[: len(passing)] == passing
+        for c in FILTERED["classes"]:
+            in_a = ((a["id"] // 64 == unit) & (a["label"] == c)).to_numpy()
+            in_b = ((b["id"] // 64 == unit) & (b["label"] == c)).to_numpy()
+            passing = {bytes(x) for x in a["image"][in_a & mask]}
+            filtered = {bytes(x) for x in b["image"][in_b]}
+            assert in_a.sum() == in_b.sum() and passing <= filtered
+            topped_up |= len(passing) < len(filtered)
+    assert topped_up  # spread 1.5 at 0.95 rejects some: units were topped up
 
 
 @pytest.mark.e2e
 def test_filtered_records_do_not_depend_on_shards_or_workers(filtered_job, tmp_path, generate):
+    """Records depend on the shard count only through the number of units: 4 shards plan the same 4 units as 2."""
     _, m = filtered_job
     again = generate(tmp_path / "o", ["--direct_running_mode=multi_threading", "--direct_num_workers=2"],
-                     **{**FILTERED, "shards": 3}, filter_classifier="bundled", min_confidence=0.95,
+                     **{**FILTERED, "shards": 4}, filter_classifier="bundled", min_confidence=0.95,
                      formats=["parquet"])
     assert again["dataset_digest"] == m["dataset_digest"]
     assert again["filter"]["per_class"] == m["filter"]["per_class"]
-    assert again["fingerprint"] == m["fingerprint"]
 
 
 @pytest.mark.e2e

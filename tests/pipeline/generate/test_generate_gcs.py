@@ -15,7 +15,7 @@ from pipeline.generate.job import GenerateJob
 from vae_model.errors import UserError
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--no_auth"]
-JOB = dict(per_class=100, classes=[0, 1, 2], batch_size=64, seed=3)  # 6 work units
+JOB = dict(per_class=100, classes=[0, 1, 2], batch_size=64, seed=3)  # 5 work units for 1 shard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("faults_log")]
 
@@ -49,12 +49,15 @@ def test_overwrite_and_reruns_with_other_shards_keep_no_old_object(gcs_bucket):
     out = gcs_bucket + "/o"
     first = run_job(GenerateJob(out=out, shards=1, **JOB), LOCAL)
     assert objects(out) == published(out, 1)  # no summary, no temp, no lock left
-    rerun = run_job(GenerateJob(out=out, shards=2, **JOB), LOCAL)  # same records, other layout: no --overwrite
-    assert objects(out) == published(out, 2) and rerun["dataset_digest"] == first["dataset_digest"]
+    # 300 records in units of <= 64: 5 units for 1 shard and for 5, so the same records, laid out otherwise
+    rerun = run_job(GenerateJob(out=out, shards=5, **JOB), LOCAL)  # no --overwrite needed
+    assert objects(out) == published(out, 5) and rerun["dataset_digest"] == first["dataset_digest"]
     assert verify_output(out) == []
     with pytest.raises(UserError, match="already holds another job's manifest or shards; pass --overwrite"):
+        run_job(GenerateJob(out=out, shards=2, **JOB), LOCAL)  # 6 units: other records
+    with pytest.raises(UserError, match="already holds another job's manifest or shards; pass --overwrite"):
         run_job(GenerateJob(out=out, shards=1, **{**JOB, "seed": 4}), LOCAL)
-    assert objects(out) == published(out, 2)  # refused: untouched
+    assert objects(out) == published(out, 5)  # refused: untouched
     other = run_job(GenerateJob(out=out, shards=3, overwrite=True, **{**JOB, "seed": 4}), LOCAL)
     assert objects(out) == published(out, 3)
     assert verify_output(out) == [] and layout.read_manifest(out)["dataset_digest"] == other["dataset_digest"]

@@ -10,6 +10,7 @@ from pipeline.generate.job import DEFAULT_SAMPLER, GenerateJob, default_spread, 
 from pipeline.generate.options import parse_generate_args
 from pipeline.generate.planning import plan_units
 from pipeline.generate.samplers import LatentSampler, SamplerSpec, build_sampler
+from pipeline.generate.transforms import sample_unit
 from vae_model.errors import UsageError
 
 
@@ -100,11 +101,11 @@ def test_readers_return_exactly_what_the_decoder_makes(tmp_path, bundled, genera
     sampler = build_sampler(DEFAULT_SAMPLER, bundled.latent_dim, False, bundled.stats(), default_spread(DEFAULT_SAMPLER))
     dec = BatchDecoder(bundled.decoder, 64)
     want = {}
-    for u in plan_units({2: 70, 5: 70}, 64):
-        z = sampler.sample(np.random.default_rng([11, u.unit_id]), u.label, u.count)
-        imgs, _ = dec(z)
+    for u in plan_units({2: 70, 5: 70}, 64, num_shards=2):
+        z, labels = sample_unit(sampler, 11, u)
+        imgs, _ = dec(z, labels)
         for i in range(u.count):
-            want[u.unit_id * 64 + i] = (u.label, imgs[i].tobytes(), z[i].tobytes())
+            want[u.unit_id * 64 + i] = (int(labels[i]), imgs[i].tobytes(), z[i].tobytes())
     table = load_table(str(out))
     got = {r["id"]: (r["label"], r["image"], np.array(r["latent"], np.float32).tobytes())
            for r in table.to_pylist()}
@@ -134,8 +135,9 @@ def test_manifest_records_provenance_and_verifies(tmp_path, bundled, generate):
 def test_digest_is_identical_across_workers_runs_and_formats(tmp_path, generate):
     kw = dict(per_class=150, classes=[0, 1, 2, 3], seed=5, batch_size=128)
     one = generate(tmp_path / "w1", **kw)
+    # 600 records of <= 128: 5 units for 1 shard and for 5 (the unit count is the only way shards matter)
     two = generate(tmp_path / "w2", beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
-                   shards=3, **kw)
+                   shards=5, **kw)
     again = generate(tmp_path / "again", **kw)
     other = generate(tmp_path / "seed6", **{**kw, "seed": 6})
     assert one["dataset_digest"] == two["dataset_digest"] == again["dataset_digest"]

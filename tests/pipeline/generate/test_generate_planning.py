@@ -8,11 +8,13 @@ from pipeline.generate.planning import (RECORDS_PER_SHARD, WorkUnit, default_sha
 from pipeline.generate.transforms import sample_unit
 
 
-def test_plan_units_cuts_each_class_into_batches_in_class_order():
-    units = plan_units({3: 64, 0: 130, 7: 1}, 64)
-    assert [(u.unit_id, u.label, u.count) for u in units] == [
-        (0, 0, 64), (1, 0, 64), (2, 0, 2), (3, 3, 64), (4, 7, 1)]
-    assert plan_units({}, 64) == []
+def test_plan_units_deals_the_class_sorted_records_round_robin():
+    units = plan_units({3: 64, 0: 130, 7: 1}, 64)  # 195 records: 4 units of 48-49
+    assert [(u.unit_id, u.labels, u.counts) for u in units] == [
+        (0, (0, 3), (33, 16)), (1, (0, 3), (33, 16)), (2, (0, 3, 7), (32, 16, 1)), (3, (0, 3), (32, 16))]
+    assert [u.count for u in units] == [49, 49, 49, 48] and all(u.rows is None for u in units)
+    assert len(plan_units({3: 64, 0: 130, 7: 1}, 64, num_shards=3)) == 6  # a multiple of the shards
+    assert plan_units({}, 64) == [] and plan_units({2: 0}, 64) == []
 
 
 def test_split_evenly_gives_the_first_classes_the_remainder():
@@ -42,15 +44,21 @@ def test_shard_tasks_deal_every_unit_once_round_robin():
 def test_more_shards_than_units_gives_empty_tasks():
     tasks = plan_shard_tasks(plan_units({1: 5}, 4), 5)
     assert [len(t.units) for t in tasks] == [1, 1, 0, 0, 0]
+    tasks = plan_shard_tasks(plan_units({1: 5}, 4, 8), 8)  # 8 units planned, the 3 empty ones dropped
+    assert [len(t.units) for t in tasks] == [1] * 5 + [0] * 3
     with pytest.raises(ValueError, match="num_shards"):
         plan_shard_tasks([], 0)
+    with pytest.raises(ValueError, match="Expected num_shards >= 1"):
+        plan_units({1: 5}, 4, 0)
 
 
 def test_a_units_latents_depend_only_on_the_seed_and_the_unit(classgauss):
     """What makes records independent of workers, shards and retries: a unit is its own seeded draw."""
-    unit = WorkUnit(3, 1, 5)
-    z = sample_unit(classgauss, 9, unit)
-    assert z.shape == (5, classgauss.latent_dim) and z.dtype == np.float32
-    assert sample_unit(classgauss, 9, WorkUnit(3, 1, 5)).tobytes() == z.tobytes()
-    for other_seed, other_unit in ((10, unit), (9, WorkUnit(4, 1, 5))):
-        assert sample_unit(classgauss, other_seed, other_unit).tobytes() != z.tobytes()
+    unit = WorkUnit(3, (1, 4), (5, 2))
+    z, labels = sample_unit(classgauss, 9, unit)
+    assert z.shape == (7, classgauss.latent_dim) and z.dtype == np.float32 and labels.dtype == np.int64
+    assert sorted(labels.tolist()) == [1] * 5 + [4] * 2
+    z2, labels2 = sample_unit(classgauss, 9, WorkUnit(3, (1, 4), (5, 2)))
+    assert z2.tobytes() == z.tobytes() and labels2.tolist() == labels.tolist()
+    for other_seed, other_unit in ((10, unit), (9, WorkUnit(4, (1, 4), (5, 2)))):
+        assert sample_unit(classgauss, other_seed, other_unit)[0].tobytes() != z.tobytes()

@@ -6,7 +6,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.generate.planning import ShardTask, WorkUnit, plan_shard_tasks, plan_units
 from pipeline.generate.samplers import SamplerSpec
-from pipeline.generate.transforms import GenerateShards, SampleLatents
+from pipeline.generate.transforms import GenerateShards, SampleLatents, sample_unit
 from vae_model.latent_stats import LatentStats
 
 
@@ -21,25 +21,26 @@ def _decoded_by_hand(bundled, sampler, units, seed, capacity):
 
     dec = BatchDecoder(bundled.decoder, capacity)
     for u in units:
-        z = sampler.sample(np.random.default_rng([seed, u.unit_id]), u.label, u.count)
-        images, _ = dec(z, np.full(u.count, u.label))
-        yield RecordBatch(u.unit_id * capacity + np.arange(u.count), np.full(u.count, u.label), images, z,
+        z, labels = sample_unit(sampler, seed, u)
+        images, _ = dec(z, labels)
+        yield RecordBatch(u.unit_id * capacity + np.arange(u.count), labels, images, z,
                           "classgauss", bundled.model_id, seed)
 
 
 def test_sample_latents_draws_from_seed_and_unit_id(classgauss, local_pipeline):
-    units = [WorkUnit(0, 1, 5), WorkUnit(1, 4, 3)]
-    expected = [(u.unit_id, classgauss.sample(np.random.default_rng([9, u.unit_id]), u.label, u.count).tobytes())
-                for u in units]
+    units = [WorkUnit(0, (1,), (5,)), WorkUnit(1, (2, 4), (1, 3))]
+    expected = [(u.unit_id, z.tobytes(), labels.tolist())
+                for u in units for z, labels in [sample_unit(classgauss, 9, u)]]
+    assert sorted(expected[1][2]) == [2, 4, 4, 4]
     with local_pipeline() as p:
         out = (p | beam.Create(units) | SampleLatents(classgauss, 9)
-               | beam.Map(lambda uz: (uz[0].unit_id, uz[1].tobytes())))
+               | beam.Map(lambda uzl: (uzl[0].unit_id, uzl[1].tobytes(), uzl[2].tolist())))
         assert_that(out, equal_to(expected))
 
 
 @pytest.mark.parametrize("threads", [0, 2])
 def test_generate_shards_yields_each_units_records_keyed_by_shard(bundled, classgauss, local_pipeline, threads):
-    units = plan_units({2: 40, 5: 9}, 16)  # 16, 16, 8 | 9
+    units = plan_units({2: 40, 5: 9}, 16)  # 4 units of 12-13, classes mixed
     tasks = plan_shard_tasks(units, 3) + [ShardTask(3, 4, ())]  # plus an empty task
     want = _records(_decoded_by_hand(bundled, classgauss, units, 4, 16))
     with local_pipeline() as p:
