@@ -210,8 +210,8 @@ def verify(out_dir, checksums_only):
         tfrecords = not checksums_only and "tfrecord" in read_manifest(out_dir)["formats"]
     except UserError:
         tfrecords = False  # verify_output reports it
-    if tfrecords:  # parsing TFRecord records imports TensorFlow: muted, as every other command does
-        quiet_libraries(click.get_current_context().find_root().params.get("verbose", False))
+    if tfrecords:  # records in generate's layout parse with numpy; others import TensorFlow, muted (example.py)
+        quiet_libraries(click.get_current_context().find_root().params.get("verbose", False), tensorflow=False)
     problems = verify_output(out_dir, records=not checksums_only)
     if problems:
         for p in problems:

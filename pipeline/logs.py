@@ -8,19 +8,7 @@ import threading
 import time
 import warnings
 
-
-@contextlib.contextmanager
-def _stderr_to_devnull():
-    """TF's C++ start-up lines ('Could not find cuda drivers') bypass every log level; mute fd 2 meanwhile."""
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+from vae_model.quiet import stderr_to_devnull
 
 
 def quiet_libraries(verbose: bool = False, tensorflow: bool = True) -> None:
@@ -35,7 +23,7 @@ def quiet_libraries(verbose: bool = False, tensorflow: bool = True) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if tensorflow:
-        with _stderr_to_devnull():
+        with stderr_to_devnull():
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe happens here, muted

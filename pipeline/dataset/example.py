@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.dataset.batch import RecordBatch, single_run, split_runs, uniform_rows
+from pipeline.dataset.batch import RecordBatch, empty_batch, single_run, split_runs, uniform_rows
 from pipeline.dataset.tfrecord import frame_rows
 
 _U64 = (1 << 64) - 1
@@ -191,11 +191,27 @@ def encode_tfrecords_buffer(batch: RecordBatch):
     return b"".join([views[i] for i in position])
 
 
+def _tensorflow():
+    """TensorFlow (heavy; only readers and verification of foreign or damaged records need it), imported with its
+    C++ start-up lines muted when the CLI is quiet (logs.quiet_libraries set TF_CPP_MIN_LOG_LEVEL=3)."""
+    import os
+    import sys
+
+    if "tensorflow" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3":
+        from vae_model.quiet import stderr_to_devnull
+
+        with stderr_to_devnull():
+            import tensorflow
+    import tensorflow as tf
+
+    return tf
+
+
 def parse_example_batches(serialized: Sequence[bytes], height: int, width: int) -> list[RecordBatch]:
     """Decode serialized Examples with tf.io.parse_example, one batch per (sampler, model_id, seed) run."""
     if len(serialized) == 0:
         return []
-    import tensorflow as tf  # heavy; only readers/verification need it
+    tf = _tensorflow()
 
     spec = {
         "id": tf.io.FixedLenFeature([], tf.int64),
@@ -223,3 +239,57 @@ def parse_examples(serialized: Sequence[bytes], height: int, width: int) -> Reco
     """Inverse of `encode_examples`; all records must share sampler/model_id/seed."""
     return single_run(parse_example_batches(serialized, height, width), height, width, "records",
                       "parse_example_batches")
+
+
+def parse_templated(serialized: Sequence[bytes], height: int, width: int, latent_dim: int, sampler: str,
+                    model_id: str, seed: int) -> RecordBatch | None:
+    """`parse_examples` without TensorFlow, for Examples in exactly the layout `encode_examples` writes for this
+    (sampler, model_id, seed): every constant byte is compared and every varint checked, with numpy over all the
+    records of one length at once. None when any record is laid out otherwise (another writer, or damage):
+    parse those with `parse_example_batches`, which accepts every valid encoding."""
+    n = len(serialized)
+    if n == 0:
+        return empty_batch(height, width, latent_dim)
+    lengths = np.fromiter(map(len, serialized), np.int64, n)
+    ids, labels = np.empty(n, np.int64), np.empty(n, np.int64)
+    images, latents = np.empty((n, height, width), np.uint8), np.empty((n, latent_dim), np.float32)
+    key = (height * width, latent_dim, sampler.encode("utf-8"), model_id.encode("utf-8"), int(seed))
+    for length in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == length)
+        mat = np.frombuffer(b"".join([serialized[i] for i in rows.tolist()]), np.uint8).reshape(len(rows), length)
+        todo = np.ones(len(rows), bool)
+        for id_len in range(1, 11):
+            for label_len in range(1, 11):
+                total, constants, slots = _example_layout(id_len, label_len, *key)
+                if total != length or not todo.any():
+                    continue
+                ok = todo.copy()
+                for offset, const in constants:
+                    ok &= (mat[:, offset:offset + len(const)] == np.frombuffer(const, np.uint8)).all(axis=1)
+                id_v, id_ok = _varint_values(mat[:, slots["id"]:slots["id"] + id_len])
+                label_v, label_ok = _varint_values(mat[:, slots["label"]:slots["label"] + label_len])
+                ok &= id_ok & label_ok
+                if not ok.any():
+                    continue
+                at = rows[ok]
+                ids[at], labels[at] = id_v[ok], label_v[ok]
+                s = slots["image"]
+                images[at] = mat[ok, s:s + height * width].reshape(-1, height, width)
+                s = slots["latent"]
+                latents[at] = mat[ok, s:s + 4 * latent_dim].copy().view("<f4")
+                todo &= ~ok
+        if todo.any():
+            return None
+    return RecordBatch(ids, labels, images, latents, sampler, model_id, seed)
+
+
+def _varint_values(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values (int64) of (m, k) varint bytes and whether each row is one varint of exactly k bytes."""
+    k = cols.shape[1]
+    ok = (cols[:, k - 1] & 0x80) == 0
+    if k > 1:
+        ok &= ((cols[:, : k - 1] & 0x80) != 0).all(axis=1)
+    u = np.zeros(len(cols), np.uint64)
+    for j in range(k):
+        u |= (cols[:, j].astype(np.uint64) & np.uint64(0x7F)) << np.uint64(7 * j)
+    return u.view(np.int64), ok

@@ -21,9 +21,10 @@ _PARSE_CHUNK = 8192  # TFRecord records per tf.io.parse_example call
 _PARQUET_CHUNK = 65536
 
 
-def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None = None):
+def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None = None, template=None):
     """Yield RecordBatches of one shard (one per run of sampler/model_id/seed in each chunk read); ValueError on
-    corrupt files."""
+    corrupt files. `template` = (latent_dim, sampler, model_id, seed) of the job: TFRecord chunks in exactly the
+    layout generate writes are then parsed with numpy (example.parse_templated), the rest with TensorFlow."""
     data = read_bytes(path) if data is None else data
     if fmt == "parquet":
         import pyarrow as pa
@@ -38,15 +39,19 @@ def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None 
         for i in range(0, table.num_rows, _PARQUET_CHUNK):
             yield from arrow_batches(table.slice(i, _PARQUET_CHUNK), height, width)
         return
-    from pipeline.dataset.example import parse_example_batches
+    from pipeline.dataset.example import parse_example_batches, parse_templated
+
+    def parse(chunk):
+        batch = None if template is None or not chunk else parse_templated(chunk, height, width, *template)
+        return parse_example_batches(chunk, height, width) if batch is None else [batch]
 
     chunk = []
     for rec in iter_tfrecord_file(io.BytesIO(data)):
         chunk.append(rec)
         if len(chunk) == _PARSE_CHUNK:
-            yield from parse_example_batches(chunk, height, width)
+            yield from parse(chunk)
             chunk = []
-    yield from parse_example_batches(chunk, height, width)
+    yield from parse(chunk)
 
 
 def _check_batch(b: RecordBatch, manifest: dict, where: str) -> list[str]:
@@ -103,6 +108,13 @@ def _checksums_only(shard: layout.ShardFile) -> list[str]:
         return _checksum_problems(s, stream_checksums(f, tuple(k for k in layout.SHARD_CHECKSUMS if k in s)))
 
 
+def _template(manifest: dict):
+    """(latent_dim, sampler, model_id, seed) when the manifest has them with the right types, else None."""
+    t = tuple(manifest.get(k) for k in ("latent_dim", "sampler", "model_id", "seed"))
+    types = (int, str, str, int)
+    return t if all(isinstance(v, ty) and not isinstance(v, bool) for v, ty in zip(t, types)) else None
+
+
 def _read_back(shard: layout.ShardFile, manifest: dict, acc: dict) -> list[str]:
     """Problems of one checked shard, its checksums and every record; adds its records to its format's `acc`."""
     s = shard.entry
@@ -113,7 +125,8 @@ def _read_back(shard: layout.ShardFile, manifest: dict, acc: dict) -> list[str]:
     problems += _checksum_problems(s, bytes_checksums(data, tuple(k for k in layout.SHARD_CHECKSUMS if k in s)))
     rows = 0
     try:
-        for b in read_shard(shard.path, s["format"], manifest["height"], manifest["width"], data):
+        for b in read_shard(shard.path, s["format"], manifest["height"], manifest["width"], data,
+                            _template(manifest)):
             rows += len(b)
             acc["digest"] = combine_digests(acc["digest"], batch_digest(b))
             acc["ids"].append(b.ids)

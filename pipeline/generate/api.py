@@ -42,6 +42,7 @@ class _Plan(NamedTuple):
     md: ModelDir
     checked: Validated
     fingerprint: str
+    shard_rows: tuple[int, ...] | None = None  # planned records per shard (set in expand)
 
 
 _PLAN = "_vae_augment_plan"  # attribute of GenerateRecords' output PCollection
@@ -124,7 +125,7 @@ class GenerateRecords(beam.PTransform):
         return dict(self._plan.checked.counts)
 
     def expand(self, pbegin):
-        job, md, checked, _ = self._plan
+        job, md, checked = self._plan.job, self._plan.md, self._plan.checked
         if getattr(job, "latents", None) is not None:  # a user's latent file plans its own units
             units = checked.sampler.plan(job.batch_size, job.shards)
         else:
@@ -134,17 +135,21 @@ class GenerateRecords(beam.PTransform):
             # --labeled-data: the samplers are built on the workers from statistics computed in this same job
             stats = beam.pvalue.AsSingleton(pbegin | "ClassStats" >> checked.class_stats)
         hints = {"accelerator": accelerator(job.gpu)} if job.gpu else {}
+        tasks = plan_shard_tasks(units, job.shards)
         records = (
             pbegin
-            | "CreateShardTasks" >> beam.Create(plan_shard_tasks(units, job.shards), reshuffle=False)
+            | "CreateShardTasks" >> beam.Create(tasks, reshuffle=False)
             | "ShuffleShardTasks" >> beam.Reshuffle()  # only the tiny tasks: decoded data is never shuffled
-            | "DecodeLatents" >> GenerateShards(checked.sampler, job.seed, md.path, job.batch_size, md.model_id,
-                                                job.sampler, job.batch_size, sum(checked.counts.values()),
+            # the posterior pool is read on the workers, not pickled into the DoFn (samplers.StatsFileSampler)
+            | "DecodeLatents" >> GenerateShards(checked.worker_sampler or checked.sampler, job.seed, md.path,
+                                                job.batch_size, md.model_id, job.sampler, job.batch_size,
+                                                sum(checked.counts.values()),
                                                 record_filter=checked.record_filter,
                                                 max_rounds=job.max_filter_rounds,
                                                 stats=stats).with_resource_hints(**hints)
         )
-        setattr(records, _PLAN, self._plan)
+        shard_rows = tuple(sum(u.count for u in t.units) for t in tasks)  # lets the sinks finish each shard early
+        setattr(records, _PLAN, self._plan._replace(shard_rows=shard_rows))
         return records
 
 
@@ -251,10 +256,11 @@ class WriteShards(beam.PTransform):
         if "parquet" in job.formats:
             written.append(records | "WriteParquet" >> WriteParquetShards(
                 layout.shard_dir(job.out, "parquet"), job.shards, height=md.image_shape[0],
-                width=md.image_shape[1], stats_dir=stats_dir, checksums=checksums))
+                width=md.image_shape[1], stats_dir=stats_dir, checksums=checksums, shard_rows=plan.shard_rows))
         if "tfrecord" in job.formats:
             written.append(records | "WriteTFRecord" >> WriteTFRecordShards(
-                layout.shard_dir(job.out, "tfrecord"), job.shards, stats_dir=stats_dir, checksums=checksums))
+                layout.shard_dir(job.out, "tfrecord"), job.shards, stats_dir=stats_dir, checksums=checksums,
+                shard_rows=plan.shard_rows))
         summary = records | "Batches" >> beam.Values() | "Summarize" >> SummarizeRecords()
         if not self._publish:
             summary | "WriteSummary" >> beam.Map(write_summary, layout.summary_prefix(job.out))

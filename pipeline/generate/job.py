@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipeline.generate.planning import default_shards, split_evenly, unit_count
-from pipeline.generate.samplers import NEEDS_STATS, LatentSampler, SamplerSpec, check_sampler
+from pipeline.generate.samplers import NEEDS_STATS, LatentSampler, SamplerSpec, StatsFileSampler, check_sampler
 from vae_model.errors import UsageError
 
 if TYPE_CHECKING:
@@ -101,6 +101,9 @@ class Validated:
     class_stats: ComputeClassStats | None  # --labeled-data: the statistics stage of the same job
     record_filter: ClassifierFilter | None
     classifier_meta: dict | None  # classifier.json of the filter's classifier
+    # What the workers get instead of `sampler` when they can read its statistics file themselves (see
+    # samplers.StatsFileSampler); None: `sampler` itself is shipped.
+    worker_sampler: StatsFileSampler | None = None
 
 
 def _positive(flag: str, value) -> None:
@@ -148,7 +151,27 @@ def validate(job: GenerateJob, md: ModelDir) -> Validated:
     sampler, class_stats = _sampler(job, md, counts)
     md.decoder  # fail here, with a clear message, rather than inside a worker
     record_filter, classifier_meta = _record_filter(job, md)
-    return Validated(counts, sampler, class_stats, record_filter, classifier_meta)
+    return Validated(counts, sampler, class_stats, record_filter, classifier_meta, _worker_sampler(job, md))
+
+
+def _worker_sampler(job: GenerateJob, md: ModelDir) -> StatsFileSampler | None:
+    """For --sampler posterior (the one whose parameters are large: the whole encoded pool), a StatsFileSampler
+    when its statistics are a file every worker reads: the model's own (bundled or gs://) or a --stats FILE on
+    gs:// (or any file, for the local runners). The others ship as built: a few KB, and gmm's fit stays on the
+    driver (EM through multithreaded BLAS is not bit-reproducible across machines)."""
+    if job.sampler != "posterior" or job.labeled_data:
+        return None
+    from pipeline.generate.runners import REMOTE_RUNNERS
+    from pipeline.generate.worker_env import portable_model_dir
+    from vae_model.artifacts import read_bytes
+    from vae_model.model_dir import STATS
+
+    if job.stats and "://" not in job.stats and job.runner in REMOTE_RUNNERS:
+        return None  # a local file only the driver sees: ship the sampler built from it
+    data = read_bytes(job.stats or md.file(STATS))
+    spec = SamplerSpec(job.sampler, md.latent_dim, md.conditional, job.spread, job.gmm_components, job.seed,
+                       job.stats or md.file(STATS))
+    return StatsFileSampler(spec, portable_model_dir(md.path), job.stats, hashlib.sha256(data).hexdigest())
 
 
 def _check_output_options(job: GenerateJob) -> None:

@@ -120,12 +120,17 @@ class _BatchSink(fileio.FileSink):
     format = ""
 
     def __init__(self, shard: int, num_shards: int, stats_dir: str | None, checksums=DEFAULT_CHECKSUMS,
-                 threaded: bool = True):
+                 threaded: bool = True, expected_rows: int | None = None):
         self._shard = shard
         self._num_shards = num_shards
         self._stats_dir = stats_dir
         self._checksums = check_checksums(checksums)
         self._threaded = threaded
+        # With the planned row count the shard is finished (writer thread stopped, Parquet footer written and its
+        # buffers freed) at its last batch, not when fileio closes every file of the bundle: one bundle may hold
+        # all K shards, and each open ParquetWriter keeps ~8 MB (measured), so memory would grow with K, hence N.
+        self._expected = expected_rows
+        self._complete = False
         self._file = None
         self._rows = 0
         self._queue = None
@@ -139,6 +144,7 @@ class _BatchSink(fileio.FileSink):
     def open(self, fh):
         self._file = _HashingFile(fh, self._checksums)
         self._rows = 0
+        self._complete = False
         self._error = None
         if self._threaded:
             self._queue = queue.Queue(maxsize=_QUEUE_DEPTH)
@@ -171,6 +177,8 @@ class _BatchSink(fileio.FileSink):
         shard, batch = record
         if shard != self._shard:
             raise ValueError(f"record for shard {shard} reached the writer of shard {self._shard}")
+        if self._complete:
+            raise ValueError(f"shard {self._shard} got more than its planned {self._expected:,} records")
         self._rows += len(batch)
         if self._thread is None:
             self._write_batch(batch)
@@ -181,16 +189,26 @@ class _BatchSink(fileio.FileSink):
                 self._queue.join()  # so an injected failure below finds this batch written
         # After the batch, so an injected failure leaves a half-written temp file behind, as a real crash would.
         faults.maybe_fail("write", self._shard)
+        if self._expected is not None and self._rows >= self._expected:
+            self._complete_file()
 
-    def flush(self):
-        # fileio calls flush() once, right before it closes the file: finish the file here.
+    def _complete_file(self):
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
             self._raise_pending()
-        self._finish()
+        if not self._complete:
+            self._complete = True
+            self._finish()
+            self._file.flush()
+
+    def flush(self):
+        # fileio calls flush() once, right before it closes the file (at the end of the bundle).
+        self._complete_file()
         self._file.flush()
+        if self._expected is not None and self._rows != self._expected:
+            raise ValueError(f"shard {self._shard} got {self._rows:,} records, {self._expected:,} were planned")
         if self._stats_dir:
             stats = {"format": self.format, "shard": self._shard, "num_shards": self._num_shards,
                      "rows": self._rows, "bytes": self._file.size, **self._file.checksums()}
@@ -208,8 +226,9 @@ class ParquetBatchSink(_BatchSink):
 
     format = "parquet"
 
-    def __init__(self, shard, num_shards, stats_dir, schema, codec, checksums=DEFAULT_CHECKSUMS, threaded=True):
-        super().__init__(shard, num_shards, stats_dir, checksums, threaded)
+    def __init__(self, shard, num_shards, stats_dir, schema, codec, checksums=DEFAULT_CHECKSUMS, threaded=True,
+                 expected_rows=None):
+        super().__init__(shard, num_shards, stats_dir, checksums, threaded, expected_rows)
         self._schema = schema
         self._codec = codec
         self._writer = None
@@ -241,14 +260,16 @@ class TFRecordBatchSink(_BatchSink):
 class _SinkFactory:
     """Picklable `sink_fn(destination)` for fileio: one fresh sink per shard file."""
 
-    def __init__(self, cls, num_shards, stats_dir, **kwargs):
+    def __init__(self, cls, num_shards, stats_dir, shard_rows=None, **kwargs):
         self._cls = cls
         self._num_shards = num_shards
         self._stats_dir = stats_dir
+        self._shard_rows = shard_rows
         self._kwargs = kwargs
 
     def __call__(self, destination):
-        return self._cls(destination, self._num_shards, self._stats_dir, **self._kwargs)
+        expected = None if self._shard_rows is None else self._shard_rows[destination]
+        return self._cls(destination, self._num_shards, self._stats_dir, expected_rows=expected, **self._kwargs)
 
 
 class _ShardNaming:
@@ -290,10 +311,14 @@ class _WriteShards(beam.PTransform):
     what = ""
 
     def __init__(self, output_dir_prefix: str, num_shards: int, file_prefix: str, stats_dir: str | None,
-                 checksums=DEFAULT_CHECKSUMS):
+                 checksums=DEFAULT_CHECKSUMS, shard_rows=None):
         super().__init__()
         self._output_dir = output_dir_prefix
         self._num_shards = _check_shards(num_shards)
+        if shard_rows is not None and len(shard_rows) != self._num_shards:
+            raise ValueError(f"Expected one planned row count per shard ({self._num_shards}), "
+                             f"Received: shard_rows of length {len(shard_rows)}")
+        self._shard_rows = None if shard_rows is None else tuple(int(r) for r in shard_rows)
         self._file_prefix = file_prefix
         self._stats_dir = stats_dir
         self._checksums = check_checksums(checksums)
@@ -338,14 +363,14 @@ class WriteParquetShards(_WriteShards):
 
     def __init__(self, output_dir_prefix: str, num_shards: int, *, height: int, width: int,
                  codec: str = DEFAULT_PARQUET_CODEC, file_prefix: str = FILE_PREFIX,
-                 stats_dir: str | None = None, checksums=DEFAULT_CHECKSUMS):
-        super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir, checksums)
+                 stats_dir: str | None = None, checksums=DEFAULT_CHECKSUMS, shard_rows=None):
+        super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir, checksums, shard_rows)
         self._schema = arrow_schema(height, width)
         self._codec = codec
 
     def _sink_fn(self):
-        return _SinkFactory(ParquetBatchSink, self._num_shards, self._stats_dir, schema=self._schema,
-                            codec=self._codec, checksums=self._checksums)
+        return _SinkFactory(ParquetBatchSink, self._num_shards, self._stats_dir, self._shard_rows,
+                            schema=self._schema, codec=self._codec, checksums=self._checksums)
 
 
 class WriteTFRecordShards(_WriteShards):
@@ -359,9 +384,10 @@ class WriteTFRecordShards(_WriteShards):
     what = "tfrecord"
 
     def __init__(self, output_dir_prefix: str, num_shards: int, *, file_prefix: str = FILE_PREFIX,
-                 stats_dir: str | None = None, checksums=DEFAULT_CHECKSUMS):
-        super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir, checksums)
+                 stats_dir: str | None = None, checksums=DEFAULT_CHECKSUMS, shard_rows=None):
+        super().__init__(output_dir_prefix, num_shards, file_prefix, stats_dir, checksums, shard_rows)
 
     def _sink_fn(self):
-        return _SinkFactory(TFRecordBatchSink, self._num_shards, self._stats_dir, checksums=self._checksums)
+        return _SinkFactory(TFRecordBatchSink, self._num_shards, self._stats_dir, self._shard_rows,
+                            checksums=self._checksums)
 

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+import typing
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
@@ -21,9 +22,11 @@ from apache_beam.utils import shared
 
 from pipeline.dataset.batch import RecordBatch, empty_batch
 from pipeline.dataset.digest import batch_digest, combine_digests
+from pipeline.generate import coders  # noqa: F401 - registers RecordBatch's coder
 from pipeline.generate import faults
 from pipeline.generate.job import MAX_FILTER_ROUNDS
 from pipeline.generate.planning import ShardTask, WorkUnit
+from pipeline.generate.samplers import StatsFileSampler
 from pipeline.generate.worker_env import enable_gpu_memory_growth, portable_model_dir
 
 NAMESPACE = "vae_augment"
@@ -230,7 +233,7 @@ class DecodeLatents(beam.PTransform):
         self._fn = _DecodeFn(model_path, batch_size, model_id, sampler_name, seed, capacity, total, jit_compile)
 
     def expand(self, latents):
-        return latents | "Decode" >> beam.ParDo(self._fn)
+        return latents | "Decode" >> beam.ParDo(self._fn).with_output_types(RecordBatch)
 
 
 class _GenerateShardFn(_DecodeFn):
@@ -274,10 +277,13 @@ class _GenerateShardFn(_DecodeFn):
             _SingleThreadedBlas.release()
 
     def _sampler_for(self, stats):
-        if stats is None:
-            return self._sampler
-        if self._built is None:  # the side input is one value for the whole job: build once
-            self._built = self._sampler.build(stats)
+        if self._built is None:  # one sampler for the whole job: build once per DoFn instance
+            if stats is not None:  # a SamplerSpec and the statistics side input
+                self._built = self._sampler.build(stats)
+            elif isinstance(self._sampler, StatsFileSampler):  # read the statistics file on this worker
+                self._built = self._sampler.build()
+            else:
+                return self._sampler
         return self._built
 
     def _make(self, unit: WorkUnit, sampler) -> tuple[RecordBatch, int, list[int]]:
@@ -399,7 +405,8 @@ class GenerateShards(beam.PTransform):
 
     def expand(self, tasks):
         side = {} if self._stats is None else {"stats": self._stats}
-        return tasks | "SampleAndDecode" >> beam.ParDo(self._fn, **side)
+        return tasks | "SampleAndDecode" >> beam.ParDo(self._fn, **side).with_output_types(
+            typing.Tuple[int, RecordBatch])
 
 
 class _SummaryFn(beam.CombineFn):

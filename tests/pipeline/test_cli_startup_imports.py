@@ -1,6 +1,7 @@
 """Start-up stays light (issue 15): `vae-augment --help`, `vae-augment verify` of a local output and importing the
 public readers load neither TensorFlow, Keras nor Beam's runner machinery (each costs seconds). Each check runs in
 a fresh interpreter and looks at sys.modules afterwards."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -75,8 +76,28 @@ def test_verify_and_load_parquet_of_a_local_output_load_nothing_heavy(outputs):
     assert heavy == [], r.stderr
 
 
+@pytest.fixture(scope="module")
+def one_run_output(tmp_path_factory):
+    """Both formats, every record of the manifest's (sampler, model_id, seed), as generate writes them."""
+    conftest = Path(__file__).parent / "dataset" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("dataset_conftest_for_startup_one_run", conftest)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    two_runs = mod.record_batches
+    mod.record_batches = lambda shard: [dataclasses.replace(b, seed=1) for b in two_runs(shard)]
+    out = str(tmp_path_factory.mktemp("startup") / "one-run")
+    mod.write_generate_output(out)
+    return out
+
+
+def test_verify_of_generates_tfrecords_parses_them_without_tensorflow(one_run_output):
+    heavy, r = _heavy_after(_cli(["verify", one_run_output]))
+    assert "OK" in r.stdout and "exit 0" in r.stdout and heavy == [], r.stdout + r.stderr
+
+
 def test_verify_of_tfrecord_records_imports_tensorflow_quietly(outputs):
-    """Parsing tf.train.Examples needs TensorFlow: verify imports it then, muted like every other command."""
+    """Records in another layout (here a second seed the manifest does not name) are parsed with TensorFlow: verify
+    imports it then, muted like every other command."""
     heavy, r = _heavy_after(_cli(["verify", outputs[0]]))
     assert "OK" in r.stdout and "tensorflow" in heavy and "apache_beam.runners" not in heavy, r.stdout + r.stderr
     assert "cuda" not in r.stderr.lower() and "I0000" not in r.stderr, r.stderr

@@ -331,3 +331,32 @@ def test_images_from_column_names_the_first_bad_row():
         images_from_column(pa.array(values[:2]), 4, 4)
     with pytest.raises(ValueError, match="column 'image' is string, expected binary"):
         images_from_column(pa.array(["a"]), 1, 1)
+
+
+def test_templated_parsing_equals_tensorflows_and_refuses_any_other_layout():
+    """parse_templated (verify's TF-free path) reads generate's Examples exactly as tf.io.parse_example does, over
+    ids and labels of every varint length (negative labels are 10 bytes), and returns None for a flipped byte in
+    any constant part, a broken varint, or another job's (sampler, model_id, seed)."""
+    from pipeline.dataset.example import encode_examples, parse_examples, parse_templated
+
+    rng = np.random.default_rng(3)
+    n = 300
+    ids = np.concatenate([np.arange(100), rng.integers(0, 1 << 62, n - 100)])
+    batch = make_batch(rng, n, ids=ids, labels=rng.integers(-1, 10, n))
+    serialized = encode_examples(batch)
+    key = (batch.height, batch.width, batch.latent_dim, batch.sampler, batch.model_id, batch.seed)
+    got, want = parse_templated(serialized, *key), parse_examples(serialized, batch.height, batch.width)
+    for f in ("ids", "labels", "images", "latents"):
+        assert getattr(got, f).tobytes() == getattr(want, f).tobytes() == getattr(batch, f).tobytes(), f
+    assert (got.sampler, got.model_id, got.seed) == (want.sampler, want.model_id, want.seed)
+    assert parse_templated(serialized, *key[:3], "other", *key[4:]) is None
+    assert parse_templated(serialized, *key[:5], batch.seed + 1) is None
+    rec = serialized[7]
+    for pos in range(len(rec)):
+        flipped = list(serialized)
+        flipped[7] = rec[:pos] + bytes([rec[pos] ^ 0x80]) + rec[pos + 1:]
+        parsed = parse_templated(flipped, *key)
+        if parsed is not None:  # only data bytes (image, latent, low varint bits) may change and still parse
+            changed = [f for f in ("ids", "labels", "images", "latents")
+                       if getattr(parsed, f).tobytes() != getattr(batch, f).tobytes()]
+            assert changed, pos

@@ -247,3 +247,40 @@ def test_manifest_hashes_come_from_the_sinks_not_from_reading_shards(tmp_path, m
         assert "sha256" not in s  # opt-in
     assert sum(s["rows"] for s in m["shards"] if s["format"] == "tfrecord") == 40
     assert not (out / layout.SUMMARY_DIR).exists()
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_shard_is_finished_at_its_planned_rows_not_at_bundle_end(threaded):
+    """With the planned row count the Parquet file is complete (footer written, writer and thread released) right
+    after its last batch, before fileio's flush at the end of the bundle; more rows than planned are refused."""
+    import io
+
+    from pipeline.generate.sinks import ParquetBatchSink
+
+    batches = make_batches([5, 7])
+    sink = ParquetBatchSink(0, 1, None, arrow_schema(H, W), "none", threaded=threaded, expected_rows=12)
+    fh = io.BytesIO()
+    sink.open(fh)
+    sink.write((0, batches[0]))
+    assert sink._thread is not None or not threaded  # noqa: SLF001 - still open mid-shard
+    sink.write((0, batches[1]))
+    assert sink._thread is None  # noqa: SLF001
+    done = fh.getvalue()
+    table = pq.read_table(io.BytesIO(done))  # readable before flush: the footer is there
+    assert table.column("id").to_pylist() == [*batches[0].ids.tolist(), *batches[1].ids.tolist()]
+    with pytest.raises(ValueError, match="more than its planned 12"):
+        sink.write((0, batches[0]))
+    sink.flush()
+    assert fh.getvalue() == done  # flush at bundle end adds nothing
+
+
+def test_a_shard_short_of_its_planned_rows_fails_at_flush():
+    import io
+
+    from pipeline.generate.sinks import TFRecordBatchSink
+
+    sink = TFRecordBatchSink(0, 1, None, expected_rows=9)
+    sink.open(io.BytesIO())
+    sink.write((0, make_batches([5])[0]))
+    with pytest.raises(ValueError, match="got 5 records, 9 were planned"):
+        sink.flush()

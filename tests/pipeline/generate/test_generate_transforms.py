@@ -68,3 +68,62 @@ def test_a_sampler_built_on_the_workers_from_a_statistics_side_input(bundled, cl
         keyed = p | beam.Create(plan_shard_tasks(units, 2)) | GenerateShards(
             spec, 4, bundled.path, 16, bundled.model_id, "classgauss", 16, 29, stats=stats)
         assert_that(keyed | beam.Values() | beam.combiners.ToList() | beam.Map(_records), equal_to([want]))
+
+
+def _posterior(bundled):
+    from pipeline.generate.samplers import build_sampler
+
+    return build_sampler("posterior", bundled.latent_dim, False, bundled.stats(), spread=1.0)
+
+
+def test_the_posterior_pool_is_read_on_the_workers_not_pickled(bundled, local_pipeline):
+    """A StatsFileSampler (what generate ships for --sampler posterior) pickles a path and a checksum, and the
+    workers' sampler gives the records of the one built on the driver."""
+    import hashlib
+
+    from apache_beam.internal import pickler
+
+    from pipeline.generate.samplers import StatsFileSampler
+    from vae_model.artifacts import read_bytes
+
+    driver = _posterior(bundled)
+    spec = SamplerSpec("posterior", bundled.latent_dim, False, 1.0, 3, 4, "test")
+    sha = hashlib.sha256(read_bytes(bundled.file("latent_stats.npz"))).hexdigest()
+    ref = StatsFileSampler(spec, bundled.path, None, sha)
+    assert len(pickler.dumps(ref)) < 5_000 < len(pickler.dumps(driver)) // 100
+    units = plan_units({2: 20, 5: 9}, 16)
+    want = _records(_decoded_by_hand(bundled, driver, units, 4, 16))
+    with local_pipeline() as p:
+        keyed = p | beam.Create(plan_shard_tasks(units, 2)) | GenerateShards(
+            ref, 4, bundled.path, 16, bundled.model_id, "classgauss", 16, 29, decode_threads=0)
+        assert_that(keyed | beam.Values() | beam.combiners.ToList() | beam.Map(_records), equal_to([want]))
+
+
+def test_a_worker_whose_statistics_differ_from_the_drivers_is_refused(bundled, tmp_path):
+    import shutil
+
+    from pipeline.generate.samplers import StatsFileSampler
+    from vae_model.errors import ModelError
+
+    copy = tmp_path / "stats.npz"
+    shutil.copy(bundled.file("latent_stats.npz"), copy)
+    spec = SamplerSpec("posterior", bundled.latent_dim, False, 1.0, 3, 4, "test")
+    with pytest.raises(ModelError, match="differ from the ones the job was planned with"):
+        StatsFileSampler(spec, bundled.path, str(copy), "0" * 64).build()
+
+
+def test_record_batches_have_a_coder_with_a_cheap_size_estimate():
+    from apache_beam.coders import registry
+
+    from pipeline.dataset.batch import RecordBatch
+    from pipeline.generate.coders import RecordBatchCoder
+    from tests.pipeline.dataset.test_dataset_codecs import make_batch
+
+    batch = make_batch(np.random.default_rng(0), n=50)
+    coder = registry.get_coder(RecordBatch)
+    assert isinstance(coder, RecordBatchCoder)
+    back = coder.decode(coder.encode(batch))
+    for f in ("ids", "labels", "images", "latents"):
+        assert getattr(back, f).tobytes() == getattr(batch, f).tobytes()
+    assert (back.sampler, back.model_id, back.seed) == (batch.sampler, batch.model_id, batch.seed)
+    assert abs(coder.estimate_size(batch) - len(coder.encode(batch))) < 1_000
