@@ -33,7 +33,7 @@ def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None 
         from pipeline.dataset.arrow import arrow_batches
 
         try:
-            table = pq.read_table(pa.BufferReader(data))
+            table = pq.read_table(pa.BufferReader(data), use_threads=False)  # see readers.read_parquet_shard
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"not a readable Parquet file ({e})") from None
         for i in range(0, table.num_rows, _PARQUET_CHUNK):

@@ -178,7 +178,7 @@ def _parquet_batches(path: str, h: int, w: int):
     # only the three columns used, not read_shard's full decode: this pass runs over every record
     try:
         with FileSystems.open(path) as f:
-            table = pq.read_table(f, columns=["label", "image", "latent"])
+            table = pq.read_table(f, columns=["label", "image", "latent"], use_threads=False)  # apache/arrow#50482
         images = images_from_column(table.column("image"), h, w)
     except Exception as e:  # noqa: BLE001 - any unreadable shard is a data problem
         raise DataError(f"{path}: cannot read parquet shard ({type(e).__name__}: {one_line(e)[:160]}); "

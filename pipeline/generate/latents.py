@@ -162,7 +162,8 @@ class LatentFile:
 
                 cols = ["latent", "label"] if self.labeled else ["latent"]
                 start = 0
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=_CHUNK_ROWS, columns=cols):
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=_CHUNK_ROWS, columns=cols,
+                                                              use_threads=False):
                     z, lab = self._from_arrow(batch)
                     yield start, z, lab
                     start += len(z)

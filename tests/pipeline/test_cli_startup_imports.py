@@ -101,3 +101,13 @@ def test_verify_of_tfrecord_records_imports_tensorflow_quietly(outputs):
     heavy, r = _heavy_after(_cli(["verify", outputs[0]]))
     assert "OK" in r.stdout and "tensorflow" in heavy and "apache_beam.runners" not in heavy, r.stdout + r.stderr
     assert "cuda" not in r.stderr.lower() and "I0000" not in r.stderr, r.stderr
+
+
+def test_reading_parquet_then_exiting_never_aborts(outputs):
+    """pyarrow's thread pool, after a read through a file object, aborted ~30% of interpreter exits here
+    ("terminate called without an active exception", apache/arrow#50482); the readers read single-threaded."""
+    code = f"from pipeline.readers import load_parquet\nload_parquet({outputs[0]!r})"
+    for _ in range(8):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parents[2])
+        assert r.returncode == 0, r.stderr

@@ -64,11 +64,18 @@ def test_a_registered_plugin_reads_its_kind_with_every_option(plugins):
     assert load_source("fake:x?labeled_per_class=1").train.labels.tolist().count(1) == 1
 
 
-def test_a_bare_path_is_claimed_by_a_plugin_only_after_the_built_in_kinds(plugins, tmp_path):
+def test_a_bare_path_is_claimed_by_a_plugin_only_after_the_built_in_kinds(plugins, tmp_path, monkeypatch):
+    from vae_model.data import idx
+
+    asked = []
+    # idx asks whether a gs:// path is a folder of IDX files; answered here, not by GCS (no network in tests:
+    # offline, the real client retries for ~100 s)
+    monkeypatch.setattr(idx, "is_dir", lambda path: asked.append(path) or False)
     plugins(fake=_fake_plugin(claims=lambda path: True))  # a greedy plugin
     assert parse_source("data/x.fake")[:2] == ("fake", "data/x.fake")
     assert parse_source("data/x.csv")[0] == "csv" and parse_source("data/x.npz")[0] == "npz"
     assert parse_source("gs://bucket/out")[:2] == ("fake", "gs://bucket/out")  # URLs reach claims() whole
+    assert "gs://bucket/out" in asked  # the built-in idx kind was asked first
 
 
 def test_without_a_plugin_its_kind_is_unknown_in_one_line(plugins, tmp_path):
