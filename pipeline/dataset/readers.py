@@ -106,11 +106,27 @@ def tfrecord_dataset(out_dir: str, batch_size: int | None = None, parallel: int 
         return (img, ex["label"], ex["id"]) if with_ids else (img, ex["label"])
 
     ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(paths), 8), num_parallel_calls=autotune, deterministic=True)
+        _shard_records if any("://" in p for p in paths) else tf.data.TFRecordDataset,
+        cycle_length=min(len(paths), 8), num_parallel_calls=autotune, deterministic=True)
     ds = ds.batch(1024).map(parse, num_parallel_calls=autotune).unbatch()
     if batch_size:
         ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _shard_records(path):
+    """tf.data.Dataset of one remote shard's records read through Beam's FileSystems (the GCS client, credentials and
+    emulator every other reader uses), not TensorFlow's own GCS filesystem; the same records, in the same order,
+    as tf.data.TFRecordDataset of a local copy."""
+    import tensorflow as tf
+
+    from pipeline.dataset.tfrecord import iter_tfrecord_file
+
+    def records(p):
+        with FileSystems.open(p.decode("utf-8")) as f:
+            yield from iter_tfrecord_file(f)
+
+    return tf.data.Dataset.from_generator(records, args=(path,), output_signature=tf.TensorSpec([], tf.string))
 
 
 def synthetic_training_stream(out_dir: str, num_classes: int):

@@ -63,6 +63,13 @@ def test_overwrite_and_reruns_with_other_shards_keep_no_old_object(gcs_bucket):
     assert verify_output(out) == [] and layout.read_manifest(out)["dataset_digest"] == other["dataset_digest"]
     images, labels = load_parquet(out)
     assert len(labels) == 300
+    # tf.data on gs:// reads through Beam's FileSystems too: the Parquet shards' records
+    from pipeline.readers import load_table, tfrecord_dataset
+
+    got = sorted((int(i), int(lab), img.tobytes())
+                 for img, lab, i in tfrecord_dataset(out, with_ids=True).as_numpy_iterator())
+    table = load_table(out).to_pydict()
+    assert got == sorted(zip(table["id"], table["label"], table["image"]))
 
 
 def test_permanent_failure_publishes_nothing_and_leaves_no_temp_object(gcs_bucket, monkeypatch):
