@@ -8,7 +8,7 @@ import threading
 import time
 import warnings
 
-from vae_model.quiet import stderr_to_devnull
+from vae_model.quiet import import_tensorflow
 
 
 def quiet_libraries(verbose: bool = False, tensorflow: bool = True) -> None:
@@ -23,10 +23,7 @@ def quiet_libraries(verbose: bool = False, tensorflow: bool = True) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if tensorflow:
-        with stderr_to_devnull():
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")  # the CUDA probe happens here, muted
+        import_tensorflow()
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if _drop_apitools_warning not in logging.getLogger().filters:

@@ -15,3 +15,12 @@ def stderr_to_devnull():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def import_tensorflow():
+    """TensorFlow, imported and its devices probed with fd 2 muted (the CUDA probe writes C++ lines too)."""
+    with stderr_to_devnull():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    return tf

@@ -198,10 +198,9 @@ def _tensorflow():
     import sys
 
     if "tensorflow" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3":
-        from vae_model.quiet import stderr_to_devnull
+        from vae_model.quiet import import_tensorflow
 
-        with stderr_to_devnull():
-            import tensorflow
+        return import_tensorflow()
     import tensorflow as tf
 
     return tf

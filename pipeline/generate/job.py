@@ -168,9 +168,9 @@ def _worker_sampler(job: GenerateJob, md: ModelDir) -> StatsFileSampler | None:
 
     if job.stats and "://" not in job.stats and job.runner in REMOTE_RUNNERS:
         return None  # a local file only the driver sees: ship the sampler built from it
-    data = read_bytes(job.stats or md.file(STATS))
-    spec = SamplerSpec(job.sampler, md.latent_dim, md.conditional, job.spread, job.gmm_components, job.seed,
-                       job.stats or md.file(STATS))
+    src = job.stats or md.file(STATS)
+    data = read_bytes(src)
+    spec = SamplerSpec(job.sampler, md.latent_dim, md.conditional, job.spread, job.gmm_components, job.seed, src)
     return StatsFileSampler(spec, portable_model_dir(md.path), job.stats, hashlib.sha256(data).hexdigest())
 
 

@@ -201,7 +201,6 @@ class _BatchSink(fileio.FileSink):
         if not self._complete:
             self._complete = True
             self._finish()
-            self._file.flush()
 
     def flush(self):
         # fileio calls flush() once, right before it closes the file (at the end of the bundle).

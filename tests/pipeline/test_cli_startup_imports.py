@@ -31,13 +31,19 @@ def _cli(args) -> str:
             "except SystemExit as e:\n    print('exit', e.code)\n" % (list(args),))
 
 
+def _dataset_writer(name: str):
+    """A fresh copy of tests/pipeline/dataset/conftest.py (the dataset tests' Beam-free output writer) as `name`."""
+    conftest = Path(__file__).parent / "dataset" / "conftest.py"
+    spec = importlib.util.spec_from_file_location(name, conftest)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     """(both formats, parquet only): small finished outputs written without Beam (the dataset tests' writer)."""
-    conftest = Path(__file__).parent / "dataset" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("dataset_conftest_for_startup", conftest)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _dataset_writer("dataset_conftest_for_startup")
     both = str(tmp_path_factory.mktemp("startup") / "both")
     mod.write_generate_output(both)
     parquet = str(tmp_path_factory.mktemp("startup") / "parquet")
@@ -79,10 +85,7 @@ def test_verify_and_load_parquet_of_a_local_output_load_nothing_heavy(outputs):
 @pytest.fixture(scope="module")
 def one_run_output(tmp_path_factory):
     """Both formats, every record of the manifest's (sampler, model_id, seed), as generate writes them."""
-    conftest = Path(__file__).parent / "dataset" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("dataset_conftest_for_startup_one_run", conftest)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _dataset_writer("dataset_conftest_for_startup_one_run")
     two_runs = mod.record_batches
     mod.record_batches = lambda shard: [dataclasses.replace(b, seed=1) for b in two_runs(shard)]
     out = str(tmp_path_factory.mktemp("startup") / "one-run")
