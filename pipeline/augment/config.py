@@ -28,6 +28,7 @@ class AugmentConfig:
     pretrain_epochs: int = 8               # B: epochs over the shards (batch 128)
     finetune_steps: int = 512              # B: optimizer steps (batch 64) over the real labeled rows
     finetune_learning_rate: float = 3e-4
+    selftrain_epochs: int = 3              # B+real: epochs over shards + pseudo-labeled real rows (batch 128)
     max_rounds: int = 3                    # rounds are added only while validation accuracy improves
     cas_epochs: int = -1                   # evaluate: -1 = the classifier config's, 0 = skip CAS
     evaluate_max_images: int = 20_000
@@ -36,6 +37,7 @@ class AugmentConfig:
 
     def validate(self) -> "AugmentConfig":
         for name in ("labeler_steps", "pool_per_class", "per_class", "pretrain_epochs", "finetune_steps",
+                     "selftrain_epochs",
                      "max_rounds", "evaluate_max_images", "novelty_images", "baseline_images"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -29,10 +29,12 @@ def build(job, total_seconds: float) -> dict:
         "classifier_architecture": "A and B are both the project's reference CNN (configs/classifier.yaml); "
                                    "any gain of B comes from the data",
         "test": {k: score.get(k) for k in ("has_test", "test_images", "A_test", "B_test", "lift_points",
-                                           "rounds_test")},
-        "choice": {"rule": "highest validation accuracy; ties: augmented over real-only, then the earliest round; "
-                           "rounds added while the newest round is strictly best on validation",
+                                           "candidates_test")},
+        "choice": {"rule": "highest validation accuracy; ties: augmented over real-only, then with the "
+                           "pseudo-labeled real rows over shards alone, then the later round; another round while "
+                           "the newest round's best is not beaten on validation (at most max_rounds)",
                    "chosen": pub["chosen"], "candidates": pub["candidates"]},
+        "parts": parts(pub, score),
         "data": {"dataset_digest": manifest.get("dataset_digest"), "total": manifest.get("total"),
                  "per_class": manifest.get("per_class"), "rounds": gen, **score["evaluate"],
                  "fidelity_classifier": score["fidelity_classifier"]},
@@ -41,6 +43,22 @@ def build(job, total_seconds: float) -> dict:
         "seconds_this_run": total_seconds,
         "seconds_all_steps": round(sum(s["seconds"] for s in steps), 1),
     }
+
+
+def parts(pub: dict, score: dict) -> list[dict]:
+    """What the product's parts add on the test set in B's round, each over A (the real labels alone): the
+    synthetic shards (round-N: pretrain, fine-tune) and the shards with the pseudo-labeled real rows
+    (round-N+real). Scored after the choice."""
+    tests = score.get("candidates_test") or {}
+    r = pub["round"] or 1
+    a = tests.get("real-only")
+    rows = [("real labeled rows only (A)", "real-only"),
+            ("+ synthetic shards (data/): pretrain, then fine-tune", f"round-{r}"),
+            ("+ synthetic shards and pseudo-labeled real rows (data/ + pseudo_labels.npz), together",
+             f"round-{r}+real")]
+    return [{"part": what, "candidate": name, "test": tests.get(name),
+             "over_A_points": None if a is None or tests.get(name) is None or name == "real-only"
+             else 100 * (tests[name] - a)} for what, name in rows]
 
 
 def _pct(v) -> str:
@@ -67,9 +85,17 @@ def render(rep: dict, figures: dict[str, bytes]) -> str:
                  f"Chosen: <b>{e(rep['choice']['chosen'])}</b>.</p><table><tr><th>candidate</th>"
                  "<th>validation accuracy</th><th>test accuracy (scored after the choice)</th></tr>")
     for c in rep["choice"]["candidates"]:
-        test = t.get("A_test") if c["round"] == 0 else (t.get("rounds_test") or {}).get(str(c["round"]))
+        test = (t.get("candidates_test") or {}).get(c["name"])
         parts.append(f"<tr><td>{e(c['name'])}</td><td>{_pct(c['val_accuracy'])}</td><td>{_pct(test)}</td></tr>")
     parts.append("</table>")
+    if t.get("has_test"):
+        parts.append("<h3>Each part's contribution (test set, B's round)</h3><table><tr><th>trained on</th>"
+                     "<th>candidate</th><th>test accuracy</th><th>points over A</th></tr>")
+        for p in rep["parts"]:
+            add = "" if p["over_A_points"] is None else f"{p['over_A_points']:+.2f}"
+            parts.append(f"<tr><td>{e(p['part'])}</td><td>{e(p['candidate'])}</td><td>{_pct(p['test'])}</td>"
+                         f"<td>{add}</td></tr>")
+        parts.append("</table>")
     parts.append(f"<h3>data/: {d['total']:,} records, digest <code>{e(str(d['dataset_digest']))}</code></h3>"
                  f"<p>CAS {_pct(d.get('cas'))} (ceiling {_pct(d.get('cas_ceiling'))}), label fidelity "
                  f"{_pct(d.get('fidelity'))} by {e(d['fidelity_classifier'])}, exact duplicates "

@@ -148,22 +148,25 @@ class Job:
                       {"config": a_cfg.to_dict(), **self.ident("split")}, ["labeler"], labeler_body)
         candidates = [decide.Candidate(decide.REAL_ONLY, 0, a["info"]["val_accuracy"])]
         dirs = {decide.REAL_ONLY: self.path("labeler")}
-        labeler_step, rounds = "labeler", []
+        labeler, rounds = ("labeler", self.path("labeler")), []
         r = 0
         while True:
             r += 1
-            cand, ft_step = self.round(r, labeler_step, vae, pool, labeled, val, classes, k, n_lab)
-            candidates.append(cand)
-            dirs[cand.name] = self.path(f"rounds/r{r}/classifier")
+            made = self.round(r, labeler, vae, pool, labeled, val, classes, k, n_lab)
+            for cand, step_name, path in made:
+                candidates.append(cand)
+                dirs[cand.name] = path
             rounds.append(r)
             if not decide.continue_rounds(candidates, aug.max_rounds):
                 break
-            labeler_step = ft_step
+            best = decide.choose([c for c, _, _ in made])  # the next round's labeler: this round's best
+            labeler = next((n, p) for c, n, p in made if c is best)
         chosen = decide.choose(candidates)
         best_round = chosen.round or 1  # real-only B still ships round 1's data as the product
         src = {"pseudo_labels.npz": f"rounds/r{best_round}/pseudo_labels.npz", "data": f"rounds/r{best_round}/data",
                "classifier": os.path.relpath(dirs[chosen.name], self.root)}
-        used = ["labeler"] + [f"r{i}/{s}" for i in rounds for s in ("pseudo", "stats", "generate", "finetune")]
+        used = ["labeler"] + [f"r{i}/{s}" for i in rounds
+                              for s in ("pseudo", "stats", "generate", "finetune", "selftrain")]
         self.step("publish", f"B = {chosen.name} (validation {chosen.val_accuracy:.2%}), data/ from round "
                              f"{best_round}", {"src": src, **self.ident(*used)}, list(src),
                   lambda t: [steps.copy_output(self.path(s), t[d]) for d, s in src.items()] and
@@ -171,7 +174,7 @@ class Job:
                    "candidates": [c.__dict__ for c in candidates], "summary": f"B = {chosen.name}"})
 
         def score_body(t):
-            return self.score(t, rounds, classes)
+            return self.score(t, rounds, dirs)
 
         self.step("score", "final scoring on the test split (read now for the first time) and evaluate data/",
                   {"source": self.source, "seed": seed, "cas_epochs": aug.cas_epochs,
@@ -183,18 +186,19 @@ class Job:
                         lambda t: report.write(self, t[report.REPORT_JSON], t[report.REPORT_HTML], total))
         return json.load(open(self.path(report.REPORT_JSON))) if rec else {}
 
-    def round(self, r: int, labeler_step: str, vae, pool, labeled, val, classes, k, n_lab):
+    def round(self, r: int, labeler: tuple[str, str], vae, pool, labeled, val, classes, k, n_lab):
+        """Round r's steps; returns its B candidates as (Candidate, step name, classifier directory)."""
         aug, seed, pre = self.aug, self.seed, f"rounds/r{r}/"
-        labeler = self.path("labeler" if labeler_step == "labeler" else f"rounds/r{r - 1}/classifier")
-        pl = self.step(f"r{r}/pseudo", f"round {r}: pseudo-label the unlabeled rows with "
-                                       f"{'A' if r == 1 else f'round {r - 1} B'} over {aug.neighbours} latent "
-                                       f"neighbours, p >= {aug.pseudo_confidence}",
-                       {"neighbours": aug.neighbours, "p": aug.pseudo_confidence, "seed": seed,
-                        **self.ident("split", "vae", labeler_step)}, [pre + "pseudo_labels.npz"],
-                       lambda t: _summ(steps.pseudo_label(pool, labeler, vae, aug, seed, t[pre + "pseudo_labels.npz"],
-                                                          self.argv),
-                                       lambda i: f"{i['pseudo_labels']:,} of {i['pseudo_labels'] + i['left_unlabeled']:,}"
-                                                 " unlabeled rows labeled"))
+        labeler_step, labeler = labeler
+        by = "A" if labeler_step == "labeler" else f"round {r - 1}'s best ({labeler_step})"
+        self.step(f"r{r}/pseudo", f"round {r}: pseudo-label the unlabeled rows with {by} over {aug.neighbours} "
+                                  f"latent neighbours, p >= {aug.pseudo_confidence}",
+                  {"neighbours": aug.neighbours, "p": aug.pseudo_confidence, "seed": seed,
+                   **self.ident("split", "vae", labeler_step)}, [pre + "pseudo_labels.npz"],
+                  lambda t: _summ(steps.pseudo_label(pool, labeler, vae, aug, seed, t[pre + "pseudo_labels.npz"],
+                                                     self.argv),
+                                  lambda i: f"{i['pseudo_labels']:,} of {i['pseudo_labels'] + i['left_unlabeled']:,}"
+                                            " unlabeled rows labeled"))
         pl_path = self.path(pre + "pseudo_labels.npz")
         self.step(f"r{r}/stats", f"round {r}: class statistics (Beam)",
                   {"pool_per_class": aug.pool_per_class, "seed": seed, **self.ident("vae", f"r{r}/pseudo")},
@@ -226,11 +230,25 @@ class Job:
         ft = self.step(f"r{r}/finetune", f"round {r}: fine-tune on the {n_lab:,} labeled rows (B candidate)",
                        {"config": f_cfg.to_dict(), **self.ident("split", f"r{r}/pretrain")}, [pre + "classifier"],
                        ft_body)
-        # the record's own key is the step name; pl unused beyond its identity
-        del pl
-        return decide.Candidate(f"round-{r}", r, ft["info"]["val_accuracy"]), f"r{r}/finetune"
+        s_cfg = steps.classifier_config(k, seed, rows + n_lab, epochs=aug.selftrain_epochs, batch_size=128)
 
-    def score(self, t, rounds, classes) -> dict:
+        def st_body(t):
+            i = steps.selftrain(pl_path, data_dir, s_cfg, t[pre + "classifier_real"], self.argv)
+            i["val_accuracy"] = steps.val_accuracy(t[pre + "classifier_real"], val)
+            i["summary"] = (f"{i['real_rows']:,} real + {i['synthetic_rows']:,} synthetic rows, validation accuracy "
+                            f"{i['val_accuracy']:.2%}")
+            return i
+
+        st = self.step(f"r{r}/selftrain", f"round {r}: the reference CNN on the shards + the pseudo-labeled real rows "
+                                          "(B candidate)",
+                       {"config": s_cfg.to_dict(), **self.ident(f"r{r}/pseudo", f"r{r}/generate")},
+                       [pre + "classifier_real"], st_body)
+        return [(decide.Candidate(decide.candidate_name(r, decide.SHARDS), r, ft["info"]["val_accuracy"],
+                                  decide.SHARDS), f"r{r}/finetune", self.path(pre + "classifier")),
+                (decide.Candidate(decide.candidate_name(r, decide.SHARDS_REAL), r, st["info"]["val_accuracy"],
+                                  decide.SHARDS_REAL), f"r{r}/selftrain", self.path(pre + "classifier_real"))]
+
+    def score(self, t, rounds, dirs) -> dict:
         """Everything that needs the test split or hidden labels: read here, after every choice is made."""
         test = D.test_split(self.source, self.seed)
         out = {"has_test": test is not None, "test_images": 0 if test is None else len(test)}
@@ -238,8 +256,7 @@ class Job:
             out["A_test"] = steps.test_accuracy(self.path("labeler"), test)
             out["B_test"] = steps.test_accuracy(self.path("classifier"), test)
             out["lift_points"] = 100 * (out["B_test"] - out["A_test"])
-            out["rounds_test"] = {str(r): steps.test_accuracy(self.path(f"rounds/r{r}/classifier"), test)
-                                  for r in rounds}
+            out["candidates_test"] = {name: steps.test_accuracy(path, test) for name, path in dirs.items()}
         import numpy as np
 
         rows = np.load(self.path("splits/rows.npz"))["pool"]

@@ -2,6 +2,7 @@
 
     vae            vae_model.training.train                       (`vae-augment train`)
     labeler / B    vae_model.classifier.train_classifier          (`vae-augment train-classifier [--init]`)
+    selftrain      vae_model.classifier.train_classifier on the shards + the pseudo-labeled real rows
     pseudo-label   vae_model.pseudo_label.make_pseudo_labeled_source  (`vae-augment pseudo-label`)
     stats          pipeline.generate.class_stats.write_stats_file (`vae-augment stats`)
     generate       pipeline.generate.graph.run_job                (`vae-augment generate`)
@@ -159,6 +160,20 @@ def finetune(labeled_npz: str, init_dir: str, cfg, out: str, argv=None) -> dict:
 
     meta = train_classifier(arrays(labeled_npz), out, cfg, argv=argv, init=init_dir)
     return {"classifier_id": meta["classifier_id"], "steps": meta["steps"], "rows": meta["rows"]}
+
+
+def selftrain(pseudo_npz: str, data_dir: str, cfg, out: str, argv=None) -> dict:
+    """The reference CNN on every labeled row of the round's pseudo-labeled source (the real labels and the
+    pseudo-labels; rows left unlabeled stay out) together with the round's synthetic shards."""
+    from pipeline.readers import load_parquet
+    from vae_model.classifier import train_classifier
+
+    x, y = arrays(pseudo_npz)
+    keep = y >= 0
+    xs, ys = load_parquet(data_dir)
+    meta = train_classifier((np.concatenate([x[keep], xs]), np.concatenate([y[keep], ys])), out, cfg, argv=argv)
+    return {"classifier_id": meta["classifier_id"], "steps": meta["steps"], "rows": meta["rows"],
+            "real_rows": int(keep.sum()), "synthetic_rows": int(len(ys))}
 
 
 def val_accuracy(classifier_dir: str, val_npz: str) -> float:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 
 CLASSES = (1, 4, 7)
-TINY = ["--set", "labeler_steps=20", "--set", "pretrain_epochs=1", "--set", "finetune_steps=10",
+TINY = ["--set", "labeler_steps=20", "--set", "pretrain_epochs=1", "--set", "finetune_steps=10", "--set", "selftrain_epochs=1",
         "--set", "max_rounds=1", "--set", "pool_per_class=100", "--set", "cas_epochs=0",
         "--set", "evaluate_max_images=150", "--set", "novelty_images=60", "--set", "baseline_images=60",
         "--per-class", "30"]
@@ -106,8 +106,8 @@ def test_augment_end_to_end_never_sees_the_test_split_and_resumes(tmp_path, sour
         f.write(f"vae_config: {vae_yaml}\n")
     first = _run(args)
     steps = _status(first)
-    assert set(steps.values()) == {"done"} and {"ingest", "vae", "labeler", "r1/generate", "publish", "score",
-                                                "report"} <= set(steps), first
+    assert set(steps.values()) == {"done"} and {"ingest", "vae", "labeler", "r1/generate", "r1/finetune",
+                                                "r1/selftrain", "publish", "score", "report"} <= set(steps), first
 
     # DIR holds the product and the proof
     for rel in ("vae/model.json", "labeler/classifier.json", "classifier/classifier.json", "pseudo_labels.npz",
@@ -121,8 +121,18 @@ def test_augment_end_to_end_never_sees_the_test_split_and_resumes(tmp_path, sour
     assert abs(t["lift_points"] - 100 * (t["B_test"] - t["A_test"])) < 1e-9
     assert set(rep["data"]["per_class"]) == {str(c) for c in CLASSES}
     assert {s["step"] for s in rep["steps"]} >= {"ingest", "vae", "score"} and rep["command"]
+    # both B candidates of the round were scored, and the parts' contributions are each candidate minus A
+    assert set(t["candidates_test"]) == {"real-only", "round-1", "round-1+real"}
+    assert rep["choice"]["chosen"] in t["candidates_test"]
+    assert abs(t["candidates_test"][rep["choice"]["chosen"]] - t["B_test"]) < 1e-12
+    by = {p["candidate"]: p for p in rep["parts"]}
+    assert set(by) == set(t["candidates_test"])
+    for name in ("round-1", "round-1+real"):
+        assert abs(by[name]["over_A_points"] - 100 * (t["candidates_test"][name] - t["A_test"])) < 1e-9
+    selftrain = json.loads((out / "rounds/r1/classifier_real/classifier.json").read_text())
+    assert selftrain["rows"] > 30 * len(CLASSES)  # the shards and the pseudo-labeled real rows together
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64" in html and "lift" in html
+    assert "data:image/png;base64" in html and "lift" in html and "contribution" in html
 
     # the test split: looked at only by the final scoring step ...
     assert wires and all(any(f == "score" for f in stack) for w in wires for stack in w.touched)
@@ -154,5 +164,6 @@ def test_augment_end_to_end_never_sees_the_test_split_and_resumes(tmp_path, sour
     shutil.rmtree(out / "rounds" / "r1" / "pretrain")
     fourth = _status(_run(args))
     assert fourth["r1/pretrain"] == "done" and fourth["r1/finetune"] == "done"
+    assert fourth["r1/selftrain"] == "skipped"  # it never read the pretrained weights
     assert fourth["r1/generate"] == "skipped" and fourth["labeler"] == "skipped"
     assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
