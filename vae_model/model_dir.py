@@ -84,13 +84,20 @@ class ModelDir:
 
     def stats(self, path: str | None = None) -> LatentStats | None:
         """Class statistics from `path` or the model dir; None when the model dir has none."""
+        return self.stats_and_digest(path)[0]
+
+    def stats_and_digest(self, path: str | None = None) -> tuple[LatentStats | None, str | None]:
+        """`stats(path)` and the sha256 of the file's bytes (one read: workers re-read and check the file)."""
+        import hashlib
+
         src = path or self.file(STATS)
         if not exists(src):
             if path:
                 raise ModelError(f"statistics file {path} does not exist; create it with `vae-augment stats`")
-            return None
-        stats = LatentStats.from_bytes(read_bytes(src), src)
+            return None, None
+        data = read_bytes(src)
+        stats = LatentStats.from_bytes(data, src)
         if stats.latent_dim != self.latent_dim:
             raise ModelError(f"{src} has latent size {stats.latent_dim} but model {self.path} has "
                              f"{self.latent_dim}; recompute it with `vae-augment stats --model {self.path}`")
-        return stats
+        return stats, hashlib.sha256(data).hexdigest()

@@ -148,30 +148,30 @@ def validate(job: GenerateJob, md: ModelDir) -> Validated:
         raise UsageError(f"--shards {shards} must be between 1 and the number of records ({total})")
     job.shards = shards
     job.units = unit_count(total, job.batch_size, shards)
-    sampler, class_stats = _sampler(job, md, counts)
+    sampler, class_stats, stats_sha256 = _sampler(job, md, counts)
     md.decoder  # fail here, with a clear message, rather than inside a worker
     record_filter, classifier_meta = _record_filter(job, md)
-    return Validated(counts, sampler, class_stats, record_filter, classifier_meta, _worker_sampler(job, md))
+    return Validated(counts, sampler, class_stats, record_filter, classifier_meta,
+                     _worker_sampler(job, md, stats_sha256))
 
 
-def _worker_sampler(job: GenerateJob, md: ModelDir) -> StatsFileSampler | None:
+def _worker_sampler(job: GenerateJob, md: ModelDir, stats_sha256: str | None) -> StatsFileSampler | None:
     """For --sampler posterior (the one whose parameters are large: the whole encoded pool), a StatsFileSampler
     when its statistics are a file every worker reads: the model's own (bundled or gs://) or a --stats FILE on
     gs:// (or any file, for the local runners). The others ship as built: a few KB, and gmm's fit stays on the
-    driver (EM through multithreaded BLAS is not bit-reproducible across machines)."""
-    if job.sampler != "posterior" or job.labeled_data:
+    driver (EM through multithreaded BLAS is not bit-reproducible across machines). `stats_sha256`: of the file
+    the driver's sampler was built from."""
+    if job.sampler != "posterior" or job.labeled_data or stats_sha256 is None:
         return None
     from pipeline.generate.runners import REMOTE_RUNNERS
     from pipeline.generate.worker_env import portable_model_dir
-    from vae_model.artifacts import read_bytes
     from vae_model.model_dir import STATS
 
     if job.stats and "://" not in job.stats and job.runner in REMOTE_RUNNERS:
         return None  # a local file only the driver sees: ship the sampler built from it
     src = job.stats or md.file(STATS)
-    data = read_bytes(src)
     spec = SamplerSpec(job.sampler, md.latent_dim, md.conditional, job.spread, job.gmm_components, job.seed, src)
-    return StatsFileSampler(spec, portable_model_dir(md.path), job.stats, hashlib.sha256(data).hexdigest())
+    return StatsFileSampler(spec, portable_model_dir(md.path), job.stats, stats_sha256)
 
 
 def _check_output_options(job: GenerateJob) -> None:
@@ -248,27 +248,30 @@ def _counts(job: GenerateJob, md: ModelDir) -> dict[int, int]:
 
 
 def _sampler(job: GenerateJob, md: ModelDir, counts: dict[int, int]):
-    """(sampler, statistics stage): a LatentSampler built here, or with --labeled-data a SamplerSpec and the
-    ComputeClassStats stage whose output it is built from on the workers."""
+    """(sampler, statistics stage, sha256 of the statistics file): a LatentSampler built here from a file, or
+    with --labeled-data a SamplerSpec and the ComputeClassStats stage whose output it is built from on the
+    workers (no file: None)."""
     from pipeline.generate.class_stats import ComputeClassStats  # Beam: imported when a job runs, not by the CLI
 
     origin = job.labeled_data or job.stats or md.file("latent_stats.npz")
     spec = SamplerSpec(job.sampler, md.latent_dim, md.conditional, job.spread, job.gmm_components, job.seed,
                        origin)
     if job.sampler not in NEEDS_STATS:
-        return spec.build(None), None
+        return spec.build(None), None, None
+    digest = None
     if job.labeled_data:
         class_stats = ComputeClassStats.for_source(md, job.labeled_data, job.seed)  # reads the labels only
         sampler, known = spec, list(class_stats.classes)
     else:
         class_stats = None
-        sampler = spec.build(md.stats(job.stats))
+        stats, digest = md.stats_and_digest(job.stats)
+        sampler = spec.build(stats)
         known = sampler.classes()
     missing = [c for c in counts if c not in known]
     if missing:
         raise UsageError(f"--classes {missing[0]}: the class statistics have no examples of class "
                          f"{missing[0]}; pick from {known}")
-    return sampler, class_stats
+    return sampler, class_stats, digest
 
 
 def _record_filter(job: GenerateJob, md: ModelDir):

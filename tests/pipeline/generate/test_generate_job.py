@@ -25,6 +25,22 @@ def test_validate_fills_in_the_defaults_and_counts(bundled):
     assert validate(prior, bundled).counts == {-1: 10} and prior.shards == 2
 
 
+def test_the_driver_reads_the_statistics_file_once_and_hands_its_digest_to_the_workers(bundled, monkeypatch):
+    import hashlib
+
+    from vae_model import model_dir
+    from vae_model.model_dir import STATS
+
+    reads = []
+    real = model_dir.read_bytes
+    monkeypatch.setattr(model_dir, "read_bytes", lambda p: reads.append(p) or real(p))
+    checked = validate(GenerateJob(out="X", per_class=5, sampler="posterior"), bundled)
+    stats_file = bundled.file(STATS)
+    assert reads == [stats_file]
+    assert checked.worker_sampler.sha256 == hashlib.sha256(real(stats_file)).hexdigest()
+    assert checked.worker_sampler.build().classes() == checked.sampler.classes()
+
+
 @pytest.mark.parametrize("kw,needle", [
     (dict(num=5, per_class=5), "exactly one of --num"),
     (dict(per_class=5, stats="s.npz", labeled_data="mnist"), "at most one of --stats"),
