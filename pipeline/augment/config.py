@@ -3,7 +3,9 @@
 Every value is fixed before the run; what the run chooses (rounds, B's recipe) it chooses on the validation split
 by the rules in `decide`. The defaults are the low-data experiment's validation choices (README, "Low-data
 augmentation experiment"): pseudo-label threshold 0.5 over 10 latent neighbours, a posterior pool of every
-pseudo-labeled encoding, 3,000 records per class, pretrain 8 epochs on the shards, fine-tune at 3e-4.
+pseudo-labeled encoding, 3,000 records per class, pretrain 8 epochs on the shards, fine-tune at 3e-4. The
+`+real` candidate's 3 epochs over shards + pseudo-labeled real rows: its first measurement (10 labels per class,
+seed 0, round 1: 92.5% test against 91.3% for the real rows alone and 91.1% for the shards alone).
 """
 from __future__ import annotations
 
