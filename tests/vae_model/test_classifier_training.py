@@ -56,6 +56,29 @@ def test_same_data_and_seed_give_the_same_weights_whether_from_arrays_or_a_tf_da
     assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
 
 
+def test_the_weights_do_not_depend_on_a_global_seed_set_earlier_in_the_process(mnist_small):
+    """VAE training calls keras.utils.set_random_seed; a classifier trained after it in the same process (augment's
+    straight run) must equal one trained without it (the same run resumed past the VAE step)."""
+    import keras
+    import tensorflow as tf
+
+    from vae_model.classifier.training import train_on_mix
+
+    cfg = ClassifierConfig().replace_train(epochs=1, max_steps=3)
+    x, y = mnist_small.train.images[:600], mnist_small.train.labels[:600]
+    syn = tf.data.Dataset.from_tensor_slices((x[300:, ..., None], y[300:].astype(np.int64)))
+    real = type(mnist_small.train)(x[:300], y[:300])
+    fresh = [m.get_weights() for m, _ in (train_on_arrays(x, y, cfg), train_on_mix(real, syn, 0.5, cfg))]
+    for seed in (5, 0):
+        keras.utils.set_random_seed(seed)
+        a, _ = train_on_arrays(x, y, cfg)
+        keras.utils.set_random_seed(seed)
+        b, _ = train_on_mix(real, syn, 0.5, cfg)
+        for got, want in zip((a.get_weights(), b.get_weights()), fresh):
+            for wg, ww in zip(got, want):
+                np.testing.assert_array_equal(wg, ww)
+
+
 def test_training_needs_labeled_rows_and_a_fresh_or_classifier_out_dir(tmp_path):
     with pytest.raises(DataError, match="no labeled training rows"):
         train_classifier("mnist?limit=50&unlabeled=1", str(tmp_path / "c"), load_classifier_config(None, ["epochs=1"]))

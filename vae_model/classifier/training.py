@@ -45,6 +45,7 @@ def train_on_dataset(ds, rows: int, image_shape: tuple[int, int], cfg: Classifie
         raise DataError("no labeled training examples; the classifier needs labeled images")
     cfg.validate(image_shape[0])
     t = cfg.train
+    _clear_global_seed()
     model = build_classifier(image_shape, cfg)
     if init_weights is not None:
         model.set_weights(init_weights)
@@ -66,6 +67,15 @@ def train_on_dataset(ds, rows: int, image_shape: tuple[int, int], cfg: Classifie
 def _to_float(x, y):
     import tensorflow as tf
     return tf.cast(x, tf.float32), y
+
+
+def _clear_global_seed():
+    """tf.data combines an op seed with the process's global seed, which earlier work may have set (VAE training
+    calls keras.utils.set_random_seed). Cleared, the weights depend on the config seed only, as in a fresh process
+    (measured: an augment run that trained its VAE in-process got other classifiers than the same run resumed)."""
+    import tensorflow as tf
+
+    tf.random.set_seed(None)
 
 
 def train_on_arrays(images: np.ndarray, labels: np.ndarray, cfg: ClassifierConfig, val: Dataset | None = None,
@@ -120,6 +130,7 @@ def train_on_mix(real: Dataset, synthetic, real_share: float, cfg: ClassifierCon
 
     check_real_share(real_share)
     _check_labels(real.labels, cfg, "training data")
+    _clear_global_seed()  # before sample_from_datasets resolves its seed
     real_ds = tf.data.Dataset.from_tensor_slices((real.images[..., None], real.labels)).repeat()
     syn = synthetic.filter(lambda x, y: y >= 0).map(lambda x, y: (x, tf.cast(y, tf.int64))).repeat()
     stream = tf.data.Dataset.sample_from_datasets([real_ds, syn], [real_share, 1.0 - real_share],
