@@ -14,6 +14,12 @@ In one run on one machine:
 (b) the bundled decoder, 1M and 4M, the CLI as a subprocess, start -> manifest, with peak RSS
     (benchmarks/generate_throughput.py's part, fresh process each).
 (a) the decode ceiling (generate_throughput.py's part: the decoder in a tf.function, no Beam, no I/O).
+(s/a) the stand-in's own decode ceiling: its decoder through the job's BatchDecoder (the same tf.function with
+    the uint8 quantization, batch 4096), no Beam, no I/O. On a CPU the stand-in is not free (784 sigmoids and
+    roundings per record), so this rate bounds (s) from above.
+(w) the write floor: the stand-in run's shard bytes written again with plain file writes of 4 MB (no encoding,
+    no Beam), twice: the kernel's copy into the page cache is the part of (s) no code of ours can remove. The
+    first pass may be slower (the VM touching memory it has not used for a while).
 (t) start-up: `vae-augment --help`, `vae-augment verify` on an output, and `from pipeline.readers import
     load_parquet`, best of 3, with a check that none of them imported TensorFlow, Keras or Beam's runners.
 """
@@ -126,6 +132,49 @@ def part_standin(args) -> dict:
             "command": "vae-augment " + " ".join(argv).replace(model, "STANDIN").replace(out, "OUT")}
 
 
+def part_standin_ceiling(args) -> dict:
+    """The stand-in decoder alone, as the job calls it (vae_model.inference.BatchDecoder), best of --repeats."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import tensorflow as tf
+
+    from vae_model.inference import BatchDecoder
+    from vae_model.model_dir import ModelDir
+
+    md = ModelDir.open(make_standin(os.path.join(args.out, "standin-model")))
+    batch = 4096
+    z = np.random.default_rng(0).standard_normal((max(batch, args.n // batch * batch), md.latent_dim))
+    z = z.astype(np.float32)
+    dec = BatchDecoder(md.decoder, batch)
+    dec(z[:batch])  # trace + warm up
+    best, r0 = 0.0, resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        dec(z)
+        best = max(best, len(z) / (time.perf_counter() - t))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"rate": best, "batch": batch, "n": len(z), "core_seconds_per_1m": cpu / (args.repeats * len(z)) * 1e6,
+            "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
+def part_write_floor(out_dir: str, nbytes: int, passes: int = 2) -> list[dict]:
+    """Seconds and core-seconds (user + sys) to write `nbytes` to a file in out_dir in 4 MB writes, per pass."""
+    buf = os.urandom(4 << 20)
+    path = os.path.join(out_dir, "write-floor.bin")
+    res = []
+    for _ in range(passes):
+        r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        with open(path, "wb") as f:
+            for _ in range(-(-nbytes // len(buf))):
+                f.write(buf)
+        wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+        os.remove(path)
+        res.append({"seconds": wall, "cpu_seconds": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+                    "gb_per_s": nbytes / wall / GB})
+    return res
+
+
 def part_startup(args) -> dict:
     cli = [sys.executable, "-c", "import sys; sys.argv=['vae-augment','--help']; from pipeline.cli import main; "
            "main()"]
@@ -165,7 +214,7 @@ def _run(name: str, n: int, args) -> dict:
 
     if name in ("generate", "ceiling"):
         return gt._run_part(name, n, args)
-    return gt.run_script_part(__file__, name, n, args.out, args.generate_args)
+    return gt.run_script_part(__file__, name, n, args.out, args.generate_args, ["--repeats", str(args.repeats)])
 
 
 def _load() -> str:
@@ -193,6 +242,21 @@ def report(r: dict) -> None:
         print(f"        {stage:52}{sec / s['n'] * 1e6:>7.2f}")
     print(f"        {'rest (Beam, sinks bookkeeping, interpreter)':52}"
           f"{(s['cpu_seconds'] - staged) / s['n'] * 1e6:>7.2f}")
+    sa = r.get("standin_ceiling")
+    if sa:
+        print(f"{'(s/a) stand-in decoder alone: BatchDecoder, batch ' + str(sa['batch']) + ', no Beam':58}"
+              f"{sa['n']:>11,}{'':>9}{sa['rate']:>12,.0f}{sa['rate'] / cores:>10,.0f}")
+        print(f"      {sa['core_seconds_per_1m']:.1f} core-s per 1M records: (s) cannot be faster than this; "
+              f"(s)/(s/a) = {rate / sa['rate']:.2f}")
+    for i, w in enumerate(r.get("write_floor") or []):
+        label = f"(w) write floor, pass {i + 1}: the same {s['bytes'] / GB:.2f} GB, 4 MB writes"
+        print(f"{label:58}{'':>11}{w['seconds']:>9.1f}{s['n'] / w['seconds']:>12,.0f}   {w['gb_per_s']:.2f} GB/s, "
+              f"{w['cpu_seconds'] / s['n'] * 1e6:.1f} core-s per 1M records")
+    if sa and r.get("write_floor"):
+        floor = sa["core_seconds_per_1m"] + min(w["cpu_seconds"] for w in r["write_floor"]) / s["n"] * 1e6
+        print(f"      floor for (s): decode alone + the fastest write pass = {floor:.1f} core-s per 1M records, so at "
+              f"most {cores * 1e6 / floor:,.0f} records/s on {cores} cores with nothing else done (no sampling, "
+              "Arrow, Example encoding, CRC32C, digest or Beam)")
     for key in ("bundled", "big"):
         b = r.get(key)
         if not b:
@@ -228,7 +292,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", default="", help="comma list of parts to skip: bundled,big,startup")
     args = ap.parse_args(argv)
     if args.part:
-        fn = {"standin": part_standin, "startup": part_startup}[args.part]
+        fn = {"standin": part_standin, "standin_ceiling": part_standin_ceiling, "startup": part_startup}[args.part]
         print(json.dumps(fn(args)))
         return 0
     n = args.n or (200_000 if args.quick else 1_000_000)
@@ -238,6 +302,8 @@ def main(argv=None) -> int:
     try:
         r = {"load_before": _load()}
         r["standin"] = _run("standin", n, args)
+        r["standin_ceiling"] = _run("standin_ceiling", n, args)
+        r["write_floor"] = part_write_floor(args.out, r["standin"]["bytes"])
         r["bundled"] = None if "bundled" in skip else _run("generate", n, args)
         r["big"] = None if args.quick or "big" in skip else _run("generate", args.big_n, args)
         r["ceiling"] = _run("ceiling", 163_840, args)
