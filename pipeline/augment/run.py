@@ -56,7 +56,7 @@ class Job:
     def step(self, name: str, title: str, payload: dict, outputs: list[str], body) -> dict:
         """Run `body(tmp_paths)` unless complete; tmp_paths maps each output to its temp path."""
         self.n += 1
-        fp = state.fingerprint({"step": name, **payload})
+        fp = state.fingerprint({"step": name, "code": state.code_identity(), **payload})
         rec = self.ledger.complete(name, fp)
         if rec is not None:
             self.log(f"[{self.n:2d}] {name}: skipped, complete ({title}; fingerprint {fp})")

@@ -1,6 +1,7 @@
 """Resume: one record per finished step in DIR/state/STEP.json, written last and atomically.
 
-A step's fingerprint hashes what decides its output (its parameters and the identities of the steps it reads).
+A step's fingerprint hashes what decides its output: its parameters, the identities of the steps it reads, and
+the code (`code_identity`: this package's source and the versions of the libraries that compute).
 Its record lists the sha256 of every output file. A step is skipped only when its record exists, its fingerprint
 equals the one asked for, and every listed output file is still there with that sha256 (so a removed or
 corrupted output reruns the step, and with it, through the identities, every step that read it). A crash
@@ -8,16 +9,47 @@ loses only the running step: its output is written to a temp name and moved into
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from importlib import metadata
 
 from vae_model.artifacts import atomic_file
 
 STATE_DIR = "state"
 OWNER_FILE = "augment.json"  # marks DIR as an augment output (ownership check before anything is written)
+
+
+CODE_PACKAGES = ("vae_model", "pipeline")
+CODE_LIBRARIES = ("tensorflow", "keras", "apache-beam", "numpy", "pyarrow")
+
+
+@functools.lru_cache(maxsize=1)
+def code_identity() -> str:
+    """sha256 (16 hex) of every .py file of this project's packages, by relative path, and the installed versions
+    of the libraries that compute: after an upgrade or an edit, a resumed run redoes its steps instead of mixing
+    outputs of two code versions."""
+    import importlib
+
+    h = hashlib.sha256()
+    for pkg in CODE_PACKAGES:
+        root = os.path.dirname(importlib.import_module(pkg).__file__)
+        files = sorted(os.path.relpath(os.path.join(d, n), root) for d, _, names in os.walk(root)
+                       for n in names if n.endswith(".py"))
+        for rel in files:
+            h.update(f"{pkg}/{rel}\0".encode())
+            with open(os.path.join(root, rel), "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    for lib in CODE_LIBRARIES:
+        try:
+            version = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            version = None
+        h.update(f"{lib}={version}\0".encode())
+    return h.hexdigest()[:16]
 
 
 def fingerprint(payload: dict) -> str:

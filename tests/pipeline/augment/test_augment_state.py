@@ -46,3 +46,55 @@ def test_a_garbled_record_means_not_done(tmp_path):
     _finish(ledger, str(tmp_path), "fp")
     (tmp_path / "state" / "step.json").write_text("{not json")
     assert ledger.complete("step", "fp") is None
+
+
+def test_a_code_or_library_change_reruns_a_finished_step(tmp_path, monkeypatch):
+    from pipeline.augment.config import AugmentConfig
+    from pipeline.augment.run import Job
+
+    runs = []
+
+    def body(tmp):
+        runs.append(1)
+        with open(tmp["out.txt"], "w") as f:
+            f.write("x")
+        return {}
+
+    def step():
+        job = Job("mnist", str(tmp_path / "aug"), AugmentConfig(), log=lambda *_: None)
+        job.claim()
+        job.step("s", "a step", {"a": 1}, ["out.txt"], body)
+
+    step()
+    step()
+    assert len(runs) == 1  # same code: skipped
+    real = state.code_identity()
+    assert len(real) == 16 and real == state.code_identity()
+    monkeypatch.setattr(state.metadata, "version", lambda lib: "0.0-other")
+    state.code_identity.cache_clear()
+    try:
+        assert state.code_identity() != real  # another library version is another code identity
+        step()
+        assert len(runs) == 2  # ... and reruns the step
+    finally:
+        state.code_identity.cache_clear()
+
+
+def test_the_code_identity_follows_the_source_files(tmp_path, monkeypatch):
+    import importlib
+
+    pkg = tmp_path / "fakepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "m.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(state, "CODE_PACKAGES", ("fakepkg",))
+    importlib.invalidate_caches()
+    state.code_identity.cache_clear()
+    try:
+        before = state.code_identity()
+        (pkg / "m.py").write_text("X = 2\n")
+        state.code_identity.cache_clear()
+        assert state.code_identity() != before
+    finally:
+        state.code_identity.cache_clear()
