@@ -1,7 +1,7 @@
 """Resume: one record per finished step in DIR/state/STEP.json, written last and atomically.
 
 A step's fingerprint hashes what decides its output: its parameters, the identities of the steps it reads, and
-the code (`code_identity`: this package's source and the versions of the libraries that compute).
+the code (`code_identity`: this package's source and the library versions every artifact records).
 Its record lists the sha256 of every output file. A step is skipped only when its record exists, its fingerprint
 equals the one asked for, and every listed output file is still there with that sha256 (so a removed or
 corrupted output reruns the step, and with it, through the identities, every step that read it). A crash
@@ -15,23 +15,20 @@ import json
 import os
 import shutil
 import tempfile
-from importlib import metadata
 
+from vae_model import artifacts
 from vae_model.artifacts import atomic_file
 
 STATE_DIR = "state"
 OWNER_FILE = "augment.json"  # marks DIR as an augment output (ownership check before anything is written)
-
-
 CODE_PACKAGES = ("vae_model", "pipeline")
-CODE_LIBRARIES = ("tensorflow", "keras", "apache-beam", "numpy", "pyarrow")
 
 
 @functools.lru_cache(maxsize=1)
 def code_identity() -> str:
-    """sha256 (16 hex) of every .py file of this project's packages, by relative path, and the installed versions
-    of the libraries that compute: after an upgrade or an edit, a resumed run redoes its steps instead of mixing
-    outputs of two code versions."""
+    """sha256 (16 hex) of every .py file of this project's packages, by relative path, and the versions every
+    artifact records (`artifacts.versions()`): after an upgrade or an edit, a resumed run redoes its steps instead
+    of mixing outputs of two code versions."""
     import importlib
 
     h = hashlib.sha256()
@@ -40,15 +37,8 @@ def code_identity() -> str:
         files = sorted(os.path.relpath(os.path.join(d, n), root) for d, _, names in os.walk(root)
                        for n in names if n.endswith(".py"))
         for rel in files:
-            h.update(f"{pkg}/{rel}\0".encode())
-            with open(os.path.join(root, rel), "rb") as f:
-                h.update(hashlib.sha256(f.read()).digest())
-    for lib in CODE_LIBRARIES:
-        try:
-            version = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            version = None
-        h.update(f"{lib}={version}\0".encode())
+            h.update(f"{pkg}/{rel}\0{sha256_file(os.path.join(root, rel))}\0".encode())
+    h.update(json.dumps(artifacts.versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 

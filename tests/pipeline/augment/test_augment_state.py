@@ -70,7 +70,8 @@ def test_a_code_or_library_change_reruns_a_finished_step(tmp_path, monkeypatch):
     assert len(runs) == 1  # same code: skipped
     real = state.code_identity()
     assert len(real) == 16 and real == state.code_identity()
-    monkeypatch.setattr(state.metadata, "version", lambda lib: "0.0-other")
+    versions = state.artifacts.versions()
+    monkeypatch.setattr(state.artifacts, "versions", lambda: {**versions, "tensorflow": "0.0-other"})
     state.code_identity.cache_clear()
     try:
         assert state.code_identity() != real  # another library version is another code identity
