@@ -77,6 +77,12 @@ def make_standin(model_dir: str) -> str:
     return model_dir
 
 
+def _cpu_since(r0) -> float:
+    """User + system CPU seconds of this process since the getrusage snapshot r0."""
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
 # ------------------------------------------------------------------------------------------------ stage timers
 
 class StageTimers:
@@ -122,9 +128,8 @@ def part_standin(args) -> dict:
     except SystemExit as e:
         if e.code:
             raise
-    r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - w0
+    cpu, wall = _cpu_since(r0), time.perf_counter() - w0
     m = read_manifest(out)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     shutil.rmtree(out, ignore_errors=True)
     return {"n": args.n, "pipeline_seconds": m["pipeline_seconds"], "run_job_seconds": m["elapsed_seconds"],
             "wall": wall, "cpu_seconds": cpu, "stages": timers.cpu, "cores": os.cpu_count(),
@@ -141,7 +146,8 @@ def part_standin_ceiling(args) -> dict:
     from vae_model.inference import BatchDecoder
     from vae_model.model_dir import ModelDir
 
-    md = ModelDir.open(make_standin(os.path.join(args.out, "standin-model")))
+    path = os.path.join(args.out, "standin-model")  # part_standin's, when it ran first in this --out
+    md = ModelDir.open(path if os.path.isfile(os.path.join(path, "model.json")) else make_standin(path))
     batch = 4096
     z = np.random.default_rng(0).standard_normal((max(batch, args.n // batch * batch), md.latent_dim))
     z = z.astype(np.float32)
@@ -152,8 +158,7 @@ def part_standin_ceiling(args) -> dict:
         t = time.perf_counter()
         dec(z)
         best = max(best, len(z) / (time.perf_counter() - t))
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    cpu = _cpu_since(r0)
     return {"rate": best, "batch": batch, "n": len(z), "core_seconds_per_1m": cpu / (args.repeats * len(z)) * 1e6,
             "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
 
@@ -168,10 +173,9 @@ def part_write_floor(out_dir: str, nbytes: int, passes: int = 2) -> list[dict]:
         with open(path, "wb") as f:
             for _ in range(-(-nbytes // len(buf))):
                 f.write(buf)
-        wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+        wall, cpu = time.perf_counter() - t, _cpu_since(r0)
         os.remove(path)
-        res.append({"seconds": wall, "cpu_seconds": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
-                    "gb_per_s": nbytes / wall / GB})
+        res.append({"seconds": wall, "cpu_seconds": cpu, "gb_per_s": nbytes / wall / GB})
     return res
 
 
