@@ -11,7 +11,7 @@ from pipeline.generate.options import generate_options, job_from_options
 from pipeline.logs import quiet_libraries
 from vae_model.errors import UserError
 from vae_model.latent_stats import POOL_PER_CLASS
-from vae_model.pseudo_label import DEFAULT_NEIGHBOURS, DEFAULT_PSEUDO_LABEL_CONFIDENCE
+from vae_model.pseudo_label import DEFAULT_NEIGHBOURS, DEFAULT_PSEUDO_LABEL_CONFIDENCE, LABELERS
 
 # Nothing imported at module level may import TensorFlow: _Command quiets it first, unless -v.
 
@@ -151,17 +151,34 @@ def stats(model, data, out, seed, pool_per_class, near_dup_threshold, beam_args)
               help="Latent nearest neighbours whose classifier probabilities are averaged (0 = the classifier alone).")
 @click.option("--min-confidence", type=float, default=DEFAULT_PSEUDO_LABEL_CONFIDENCE, show_default=True,
               help="Averaged probability a row needs to get a pseudo-label; the rest stay unlabeled.")
+@click.option("--labeler", "labelers", multiple=True, type=click.Choice(LABELERS), default=("neighbours",),
+              show_default=True,
+              help="How rows get their class: 'classifier' alone, averaged over latent 'neighbours', or 'spread' "
+                   "(that average and label spreading over the neighbour graph). Repeat it with --validation to "
+                   "use the one most accurate there.")
+@click.option("--validation", default=None,
+              help="Source of labeled images (e.g. held-out labeled rows) that choose among several --labeler; "
+                   "they join the graph unlabeled, so their labels never spread.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the source's options "
                                                                       "(e.g. which rows labeled_per_class keeps).")
-def pseudo_label_cmd(data, classifier_dir, model, out, neighbours, min_confidence, seed):
+def pseudo_label_cmd(data, classifier_dir, model, out, neighbours, min_confidence, labelers, validation, seed):
     """Label the unlabeled rows of a source with a classifier, smoothed over the VAE's latent neighbours; write a
     new source for `stats`, `generate --labeled-data` and `train-classifier`."""
     from vae_model.pseudo_label import make_pseudo_labeled_source
 
-    m = make_pseudo_labeled_source(data, classifier_dir, out, model, neighbours, min_confidence, seed)
+    labelers = tuple(dict.fromkeys(labelers))
+    if len(labelers) > 1 and validation is None:
+        from vae_model.errors import UsageError
+
+        raise UsageError(f"--labeler given {len(labelers)} times: choosing among labelers needs --validation SOURCE; "
+                         "pass one --labeler or add --validation")
+    m = make_pseudo_labeled_source(data, classifier_dir, out, model, neighbours, min_confidence, seed,
+                                   labelers=labelers, validation=validation)
+    chosen = "" if not m["labeler_validation"] else " (validation " + ", ".join(
+        f"{n} {a:.1%}" for n, a in m["labeler_validation"].items()) + ")"
     click.echo(f"{m['pseudo_labels']:,} of {m['pseudo_labels'] + m['left_unlabeled']:,} unlabeled rows pseudo-labeled "
-               f"(averaged confidence >= {min_confidence}), {m['real_labels']:,} real labels kept; written to {out} "
-               f"in {m['seconds']} s")
+               f"by {m['labeler']}{chosen} (averaged confidence >= {min_confidence}), {m['real_labels']:,} real labels "
+               f"kept; written to {out} in {m['seconds']} s")
     click.echo("per class: " + ", ".join(f"{c}: {n:,}" for c, n in m["pseudo_per_class"].items()))
 
 

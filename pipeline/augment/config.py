@@ -2,7 +2,8 @@
 
 Every value is fixed before the run; what the run chooses (rounds, B's recipe) it chooses on the validation split
 by the rules in `decide`. The defaults are the low-data experiment's validation choices (README, "Low-data
-augmentation experiment"): pseudo-label threshold 0.5 over 10 latent neighbours, a posterior pool of every
+augmentation experiment"): pseudo-label threshold 0.5 over 10 latent neighbours (the labeler itself chosen per
+round on validation, see vae_model/pseudo_label.py), a posterior pool of every
 pseudo-labeled encoding, 3,000 records per class, pretrain 8 epochs on the shards, fine-tune at 3e-4. The
 `+real` candidate's 3 epochs over shards + pseudo-labeled real rows: its first measurement (10 labels per class,
 seed 0, round 1: 92.5% test against 91.3% for the real rows alone and 91.1% for the shards alone).
@@ -10,7 +11,7 @@ seed 0, round 1: 92.5% test against 91.3% for the real rows alone and 91.1% for 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vae_model.errors import ConfigError
 
@@ -25,6 +26,9 @@ class AugmentConfig:
     labeler_steps: int = 1500              # optimizer steps (batch 64) of classifier A
     neighbours: int = 10                   # pseudo-label: latent neighbours averaged
     pseudo_confidence: float = 0.5         # pseudo-label: averaged probability needed
+    # pseudo-label: the labelers each round chooses from on validation, ties to the first (LABELERS in
+    # vae_model/pseudo_label.py)
+    labelers: list[str] = field(default_factory=lambda: ["neighbours", "classifier", "spread"])
     pool_per_class: int = 10_000           # stats: posterior pool per class
     per_class: int = 3000                  # generate: synthetic records per class
     pretrain_epochs: int = 8               # B: epochs over the shards (batch 128)
@@ -50,6 +54,11 @@ class AugmentConfig:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.pseudo_confidence <= 1.0:
             raise ConfigError(f"pseudo_confidence must be in (0, 1], got {self.pseudo_confidence}")
+        from vae_model.pseudo_label import LABELERS
+
+        if not self.labelers or any(n not in LABELERS for n in self.labelers) or \
+                len(set(self.labelers)) != len(self.labelers):
+            raise ConfigError(f"labelers must be distinct names from {list(LABELERS)}, got {self.labelers}")
         if not self.finetune_learning_rate > 0:
             raise ConfigError(f"finetune_learning_rate must be > 0, got {self.finetune_learning_rate}")
         return self

@@ -191,14 +191,17 @@ class Job:
         aug, seed, pre = self.aug, self.seed, f"rounds/r{r}/"
         labeler_step, labeler = labeler
         by = "A" if labeler_step == "labeler" else f"round {r - 1}'s best ({labeler_step})"
-        self.step(f"r{r}/pseudo", f"round {r}: pseudo-label the unlabeled rows with {by} over {aug.neighbours} "
-                                  f"latent neighbours, p >= {aug.pseudo_confidence}",
-                  {"neighbours": aug.neighbours, "p": aug.pseudo_confidence, "seed": seed,
+        self.step(f"r{r}/pseudo", f"round {r}: pseudo-label the unlabeled rows with {by}, "
+                                  f"{'/'.join(aug.labelers)} over {aug.neighbours} latent neighbours chosen on "
+                                  f"validation, p >= {aug.pseudo_confidence}",
+                  {"neighbours": aug.neighbours, "p": aug.pseudo_confidence, "labelers": aug.labelers, "seed": seed,
                    **self.ident("split", "vae", labeler_step)}, [pre + "pseudo_labels.npz"],
                   lambda t: _summ(steps.pseudo_label(pool, labeler, vae, aug, seed, t[pre + "pseudo_labels.npz"],
-                                                     self.argv),
+                                                     val, self.argv),
                                   lambda i: f"{i['pseudo_labels']:,} of {i['pseudo_labels'] + i['left_unlabeled']:,}"
-                                            " unlabeled rows labeled"))
+                                            f" unlabeled rows labeled by {i['labeler']} (validation "
+                                            + ", ".join(f"{n} {a:.1%}" for n, a in
+                                                        (i["labeler_validation"] or {}).items()) + ")"))
         pl_path = self.path(pre + "pseudo_labels.npz")
         self.step(f"r{r}/stats", f"round {r}: class statistics (Beam)",
                   {"pool_per_class": aug.pool_per_class, "seed": seed, **self.ident("vae", f"r{r}/pseudo")},
@@ -266,7 +269,9 @@ class Job:
             z = np.load(self.path(f"rounds/r{r}/pseudo_labels.npz"))
             pseudo, y = z["pseudo"], z["y_train"]
             unl = int(pseudo.sum() + (y < 0).sum())
-            entry = {"coverage": float(pseudo.sum() / max(1, unl)), "labeled": int(pseudo.sum()), "unlabeled": unl}
+            made = self.records.get(f"r{r}/pseudo", {}).get("info", {})
+            entry = {"coverage": float(pseudo.sum() / max(1, unl)), "labeled": int(pseudo.sum()), "unlabeled": unl,
+                     "labeler": made.get("labeler"), "labeler_validation": made.get("labeler_validation")}
             if truth is not None:
                 entry["precision"] = float((y[pseudo] == truth[pseudo]).mean()) if pseudo.any() else None
             out["pseudo_labels"][str(r)] = entry

@@ -185,13 +185,16 @@ def val_accuracy(classifier_dir: str, val_npz: str) -> float:
 
 # ---------------------------------------------------------------------------------------------- data steps
 
-def pseudo_label(pool_npz: str, labeler: str, vae: str, aug, seed: int, out: str, argv=None) -> dict:
+def pseudo_label(pool_npz: str, labeler: str, vae: str, aug, seed: int, out: str, val_npz: str,
+                 argv=None) -> dict:
+    """The labeler (of aug.labelers) is chosen on the validation rows, which join the graph unlabeled."""
     from vae_model.pseudo_label import make_pseudo_labeled_source
 
     meta = make_pseudo_labeled_source(f"npz:{pool_npz}", labeler, out, vae, aug.neighbours, aug.pseudo_confidence,
-                                      seed, argv=argv)
+                                      seed, argv=argv, labelers=tuple(aug.labelers), validation=f"npz:{val_npz}")
     return {k: meta[k] for k in ("pseudo_labels", "left_unlabeled", "real_labels", "pseudo_per_class",
-                                 "min_confidence", "neighbours", "classifier_id", "model_id")}
+                                 "min_confidence", "neighbours", "classifier_id", "model_id", "labeler",
+                                 "labeler_validation")}
 
 
 def class_stats(vae: str, pseudo_npz: str, aug, seed: int, out: str) -> dict:

@@ -8,7 +8,9 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from vae_model.errors import DataError, UsageError
-from vae_model.pseudo_label import assign, check_params, pseudo_label, smooth
+from vae_model.data import Dataset
+from vae_model.pseudo_label import (assign, check_params, choose_labeler, labeler_distributions, neighbour_index,
+                                      pseudo_label, smooth, spread)
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
@@ -45,9 +47,78 @@ def test_assign_keeps_real_labels_and_thresholds_the_rest():
     np.testing.assert_array_equal(r.labels, [0, 0, 0, 0, 0, -1, -1, -1, -1, -1])
     np.testing.assert_array_equal(r.pseudo, [False] + [True] * 4 + [False] * 5)
     assert r.summary(2) == {"rows": 10, "real_labels": 1, "pseudo_labels": 4, "left_unlabeled": 5,
-                            "pseudo_per_class": {"0": 4, "1": 0}}
+                            "pseudo_per_class": {"0": 4, "1": 0}, "labeler": "neighbours",
+                            "labeler_validation": None}
     looser = assign(smooth(probs, z, labels, 4), labels, min_confidence=0.5)
     np.testing.assert_array_equal(looser.labels, [0] * 5 + [1] * 5)
+
+
+def _chain():
+    """40 latent rows in a line, 1 apart: 0..19 are class 0, 20..39 class 1, only the two ends labeled. The
+    classifier calls every row 1 (it learned class 0 badly), so averaging it over 4 neighbours stays wrong."""
+    z = np.arange(40, dtype=float)[:, None]
+    labels = np.full(40, -1)
+    labels[0], labels[39] = 0, 1
+    return z, np.tile([0.3, 0.7], (40, 1)), labels, np.repeat([0, 1], 20)
+
+
+def test_label_spreading_carries_the_few_labels_along_the_latent_structure():
+    z, probs, labels, truth = _chain()
+    d = labeler_distributions(probs, z, labels, 4, ("neighbours", "classifier", "spread"))
+    np.testing.assert_array_equal(d["spread"].argmax(1), truth)
+    assert (d["neighbours"].argmax(1)[1:20] == 1).all() and (d["classifier"].argmax(1)[1:20] == 1).all()
+    np.testing.assert_array_equal(d["spread"][[0, 39]], [[1, 0], [0, 1]])  # real labels stay one-hot
+    np.testing.assert_allclose(d["spread"].sum(1), 1.0)
+    s = spread(neighbour_index(z, 4), labels, 2)
+    assert s[:10, 0].min() > 0.99 and s[30:, 1].min() > 0.99  # sharpened: usable with the same threshold
+
+
+def test_label_spreading_balances_the_classes_and_leaves_unreached_rows_uniform():
+    # class 0 has 3 labeled rows (0, 1, 2), class 1 one (20): unbalanced, the border would move past the midpoint
+    # (11) towards class 1 (measured: rows 11 and 12 went to class 0 without the balancing)
+    z = np.concatenate([np.arange(21, dtype=float), [100.0, 100.5, 101.0, 101.5]])[:, None]
+    labels = np.full(25, -1)
+    labels[[0, 1, 2, 20]] = [0, 0, 0, 1]
+    s = spread(neighbour_index(z, 2), labels, 3)
+    np.testing.assert_array_equal(s[:21].argmax(1), [0] * 11 + [1] * 10)
+    np.testing.assert_allclose(s[21:], 1 / 3)  # an island no label reaches: uniform, so no pseudo-label
+    assert assign(s, labels, 0.5).labels[21:].tolist() == [-1] * 4
+
+
+def test_the_labeler_is_chosen_on_validation_rows_and_ties_go_to_the_first_listed():
+    z, probs, labels, truth = _chain()
+    d = labeler_distributions(probs, z, labels, 4, ("neighbours", "spread"))
+    val = np.array([5, 10, 30])
+    assert choose_labeler(d, val, truth[val]) == ("spread", {"neighbours": 1 / 3, "spread": 1.0})
+    assert choose_labeler(d, np.array([30]), truth[[30]])[0] == "neighbours"  # both right: the first listed
+    with pytest.raises(UsageError, match="Expected labelers"):
+        labeler_distributions(probs, z, labels, 4, ("neighbours", "knn"))
+
+
+def test_validation_images_join_the_graph_unlabeled_so_their_labels_only_choose():
+    """The chain's middle rows are the validation set: their labels decide the labeler but never spread (the
+    pseudo-labels are the same whatever labels the validation set carries, for the labeler chosen)."""
+    z, probs, labels, truth = _chain()
+    val_rows = np.arange(3, 37, 3)
+    rows = np.setdiff1d(np.arange(40), val_rows)
+    images = np.repeat(np.arange(40, dtype=np.uint8)[:, None, None], 4, axis=1).repeat(4, axis=2)
+    train = Dataset(images[rows], labels[rows])
+
+    def encode(x):
+        return x[:, 0, 0, None].astype(float), None
+
+    def classify(x):
+        return np.tile([0.3, 0.7], (len(x), 1))
+
+    right = pseudo_label(train, encode, classify, 4, 0.5, ("neighbours", "spread"),
+                         Dataset(images[val_rows], truth[val_rows]))
+    wrong = pseudo_label(train, encode, classify, 4, 0.5, ("spread", "neighbours"),
+                         Dataset(images[val_rows], 1 - truth[val_rows]))
+    assert right.labeler == "spread" and right.validation["spread"] == 1.0 and wrong.labeler == "neighbours"
+    np.testing.assert_array_equal(right.labels, truth[rows])
+    alone = pseudo_label(train, encode, classify, 4, 0.5, ("spread",), Dataset(images[val_rows], 1 - truth[val_rows]))
+    assert alone.validation is None  # one labeler: nothing to choose, the validation set is not read
+    assert len(right.labels) == len(rows)  # the validation rows are not part of the output
 
 
 @pytest.mark.parametrize("neighbours, conf", [(-1, 0.9), (2.5, 0.9), (10, 0.0), (10, 1.5), (10, float("nan"))])
@@ -119,6 +190,9 @@ def test_cli_writes_a_source_that_stats_and_training_read(tmp_path):
     (["--data", "mnist?limit=100"], "no unlabeled rows"),
     (["--classifier", "nowhere"], "nowhere"),
     (["--out", "x.txt"], ".npz"),
+    (["--labeler", "spread", "--labeler", "classifier"], "--validation"),
+    (["--labeler", "knn"], "--labeler"),
+    (["--labeler", "spread", "--labeler", "classifier", "--validation", "nowhere.npz"], "nowhere.npz"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
@@ -128,8 +202,12 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, arg
         if k not in args:
             argv += [k, v]
     res = CliRunner().invoke(cli, argv + args)
-    assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
-    assert res.exit_code == (2 if needle in ("--neighbours", "--min-confidence", ".npz") else 1)
+    lines = res.output.strip().splitlines()
+    if "knn" in args:  # click's own choice check: its usage lines, then the one Error line
+        lines = [line for line in lines if line.startswith("Error:")]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and needle in lines[0], res.output
+    assert res.exit_code == (2 if needle in ("--neighbours", "--min-confidence", ".npz", "--validation", "--labeler")
+                             else 1)
     assert list(tmp_path.iterdir()) == []
 
 
