@@ -175,7 +175,7 @@ def pseudo_label_cmd(data, classifier_dir, model, out, neighbours, min_confidenc
     m = make_pseudo_labeled_source(data, classifier_dir, out, model, neighbours, min_confidence, seed,
                                    labelers=labelers, validation=validation)
     chosen = "" if not m["labeler_validation"] else " (validation " + ", ".join(
-        f"{n} {a:.1%}" for n, a in m["labeler_validation"].items()) + ")"
+        f"{n} {a['accuracy']:.1%}, log loss {a['log_loss']:.3f}" for n, a in m["labeler_validation"].items()) + ")"
     click.echo(f"{m['pseudo_labels']:,} of {m['pseudo_labels'] + m['left_unlabeled']:,} unlabeled rows pseudo-labeled "
                f"by {m['labeler']}{chosen} (averaged confidence >= {min_confidence}), {m['real_labels']:,} real labels "
                f"kept; written to {out} in {m['seconds']} s")

@@ -45,7 +45,7 @@ class PseudoLabels:
     confidence: np.ndarray   # float32 (N,): averaged probability of `labels` (1.0 for real labels)
     pseudo: np.ndarray       # bool (N,): the label came from the classifier
     labeler: str = "neighbours"                 # which of LABELERS made them
-    validation: dict[str, float] | None = None  # each labeler's validation accuracy, when chosen on validation
+    validation: dict[str, dict] | None = None  # each labeler's validation accuracy and log loss, when chosen
 
     def summary(self, num_classes: int) -> dict:
         real = (self.labels >= 0) & ~self.pseudo
@@ -162,10 +162,19 @@ def labeler_distributions(probs: np.ndarray, z: np.ndarray, labels: np.ndarray, 
 
 def choose_labeler(distributions: dict[str, np.ndarray], val_rows: np.ndarray, val_labels: np.ndarray):
     """The labeler whose argmax is right on the most validation rows (rows of the graph whose labels were
-    hidden from every labeler); ties go to the one listed first. Returns (name, {name: accuracy})."""
-    acc = {n: float((d[val_rows].argmax(axis=1) == val_labels).mean()) for n, d in distributions.items()}
-    best = max(acc.values())
-    return next(n for n in distributions if acc[n] == best), acc
+    hidden from every labeler). A few validation images make accuracy coarse and ties common, so ties go to the
+    lower log loss (mean -ln p of the true class, a proper score), then to the one listed first.
+    Returns (name, {name: {"accuracy", "log_loss"}})."""
+    val_labels = np.asarray(val_labels, np.int64)
+    scores = {}
+    for n, d in distributions.items():
+        p = d[val_rows]
+        true = np.maximum(p[np.arange(len(val_rows)), val_labels], 1e-12)
+        scores[n] = {"accuracy": float((p.argmax(axis=1) == val_labels).mean()),
+                     "log_loss": float(-np.log(true).mean())}
+    order = {n: i for i, n in enumerate(distributions)}
+    best = min(scores, key=lambda n: (-scores[n]["accuracy"], scores[n]["log_loss"], order[n]))
+    return best, scores
 
 
 def assign(smoothed: np.ndarray, labels: np.ndarray, min_confidence: float) -> PseudoLabels:
@@ -186,7 +195,7 @@ def pseudo_label(train: Dataset, encode, classify, neighbours: int = DEFAULT_NEI
     """`encode(images) -> (mu, logvar)` and `classify(images) -> probabilities`, both batched.
 
     With several `labelers` and a labeled `validation` set, the validation images join the rows as unlabeled
-    ones and the labeler that gets most of them right is used (ties: the first listed); without, the first.
+    ones and the labeler that gets most of them right is used (`choose_labeler`); without, the first.
     """
     check_params(neighbours, min_confidence)
     if not (train.labels < 0).any():

@@ -101,10 +101,11 @@ def render(rep: dict, figures: dict[str, bytes]) -> str:
                  f"{_pct(d.get('fidelity'))} by {e(d['fidelity_classifier'])}, exact duplicates "
                  f"{d.get('exact_duplicates')}, near-duplicate rate {_pct(d.get('near_duplicate_rate'))}. "
                  "Full evaluation: <a href='evaluation/report.html'>evaluation/report.html</a>.</p>")
-    parts.append("<h3>Pseudo-labels</h3><table><tr><th>round</th><th>labeler (validation accuracy of each)</th>"
+    parts.append("<h3>Pseudo-labels</h3><table><tr><th>round</th><th>labeler (validation accuracy and log loss of each)</th>"
                  "<th>coverage</th><th>precision</th></tr>")
     for r, p in rep["pseudo_labels"].items():
-        val = ", ".join(f"{n} {_pct(a)}" for n, a in (p.get("labeler_validation") or {}).items())
+        val = ", ".join(f"{n} {_pct(a['accuracy'])}, log loss {a['log_loss']:.3f}"
+                        for n, a in (p.get("labeler_validation") or {}).items())
         parts.append(f"<tr><td>{r}</td><td>{e(str(p.get('labeler')))} ({e(val)})</td>"
                      f"<td>{_pct(p['coverage'])} ({p['labeled']:,} of {p['unlabeled']:,})</td>"
                      f"<td>{_pct(p.get('precision'))}</td></tr>")

@@ -200,7 +200,8 @@ class Job:
                                                      val, self.argv),
                                   lambda i: f"{i['pseudo_labels']:,} of {i['pseudo_labels'] + i['left_unlabeled']:,}"
                                             f" unlabeled rows labeled by {i['labeler']} (validation "
-                                            + ", ".join(f"{n} {a:.1%}" for n, a in
+                                            "accuracy/log loss: "
+                                            + ", ".join(f"{n} {a['accuracy']:.1%}/{a['log_loss']:.3f}" for n, a in
                                                         (i["labeler_validation"] or {}).items()) + ")"))
         pl_path = self.path(pre + "pseudo_labels.npz")
         self.step(f"r{r}/stats", f"round {r}: class statistics (Beam)",

@@ -85,12 +85,17 @@ def test_label_spreading_balances_the_classes_and_leaves_unreached_rows_uniform(
     assert assign(s, labels, 0.5).labels[21:].tolist() == [-1] * 4
 
 
-def test_the_labeler_is_chosen_on_validation_rows_and_ties_go_to_the_first_listed():
+def test_the_labeler_is_chosen_on_validation_accuracy_then_log_loss_then_the_order_given():
     z, probs, labels, truth = _chain()
     d = labeler_distributions(probs, z, labels, 4, ("neighbours", "spread"))
     val = np.array([5, 10, 30])
-    assert choose_labeler(d, val, truth[val]) == ("spread", {"neighbours": 1 / 3, "spread": 1.0})
-    assert choose_labeler(d, np.array([30]), truth[[30]])[0] == "neighbours"  # both right: the first listed
+    name, scores = choose_labeler(d, val, truth[val])
+    assert name == "spread" and scores["neighbours"]["accuracy"] == 1 / 3 and scores["spread"]["accuracy"] == 1.0
+    # row 30 (class 1): both right, so the surer one wins (neighbours gives it 0.7)
+    name, scores = choose_labeler(d, np.array([30]), truth[[30]])
+    assert name == "spread" and scores["neighbours"]["log_loss"] == pytest.approx(-np.log(0.7))
+    assert scores["spread"]["log_loss"] < scores["neighbours"]["log_loss"]
+    assert choose_labeler({"b": d["spread"], "a": d["spread"].copy()}, val, truth[val])[0] == "b"  # a full tie
     with pytest.raises(UsageError, match="Expected labelers"):
         labeler_distributions(probs, z, labels, 4, ("neighbours", "knn"))
 
@@ -114,7 +119,8 @@ def test_validation_images_join_the_graph_unlabeled_so_their_labels_only_choose(
                          Dataset(images[val_rows], truth[val_rows]))
     wrong = pseudo_label(train, encode, classify, 4, 0.5, ("spread", "neighbours"),
                          Dataset(images[val_rows], 1 - truth[val_rows]))
-    assert right.labeler == "spread" and right.validation["spread"] == 1.0 and wrong.labeler == "neighbours"
+    assert right.labeler == "spread" and right.validation["spread"]["accuracy"] == 1.0
+    assert wrong.labeler == "neighbours"
     np.testing.assert_array_equal(right.labels, truth[rows])
     alone = pseudo_label(train, encode, classify, 4, 0.5, ("spread",), Dataset(images[val_rows], 1 - truth[val_rows]))
     assert alone.validation is None  # one labeler: nothing to choose, the validation set is not read
