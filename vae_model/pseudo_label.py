@@ -32,7 +32,7 @@ from vae_model.errors import DataError, UsageError
 DEFAULT_NEIGHBOURS = 10
 DEFAULT_PSEUDO_LABEL_CONFIDENCE = 0.5  # chosen on validation in benchmarks/low_data.py
 _QUERY_CHUNK = 8192  # k-NN queries per chunk: keeps the index arrays small whatever the data size
-LABELERS = ("neighbours", "classifier", "spread")  # see labeler_distributions; the order breaks validation ties
+LABELERS = ("neighbours", "classifier", "spread")  # see labeler_distributions; the order breaks full ties
 # label spreading: measured on the 10-per-class augment run's round-1 pool (seed 0, conv VAE): alpha 0.9 / 0.99 /
 # 0.999 labelled 94.8 / 96.5 / 95.8% of the unlabeled rows right (argmax), 50 or 100 iterations the same; the power
 # 10 is the one value tried
