@@ -7,6 +7,7 @@ this script skips finished steps of finished runs and only reprints their number
     python benchmarks/augment.py                                  # 100 and 10 per class, seeds 0-2 (bundled VAE)
     python benchmarks/augment.py --labels 10 --seeds 0 --out /tmp/aug   # one run
     python benchmarks/augment.py --vae train                      # train the VAE on the training split per run
+    python benchmarks/augment.py --vae 'out/bench-augment/100pc-seed{seed}-train/vae'  # reuse those, per seed
 """
 from __future__ import annotations
 
@@ -64,16 +65,18 @@ def main(argv=None) -> None:
     ap.add_argument("--labels", default="100,10", help="Comma-separated labeled images per class.")
     ap.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (each draws its own labeled subset).")
     ap.add_argument("--vae", default="bundled-unlabeled",
-                    help="--vae for augment; 'train' trains one per run on the training split.")
+                    help="--vae for augment; 'train' trains one per run on the training split; a model "
+                         "directory path may contain {seed}, replaced by each run's seed.")
     ap.add_argument("--out", default=os.path.join(HERE, "out", "bench-augment"), help="Parent of the run dirs.")
     ap.add_argument("--json", default=None, help="Also write the rows here.")
     args, extra = ap.parse_known_args(argv)
     vae = None if args.vae == "train" else args.vae
+    tag = args.vae if args.vae in ("train", "bundled-unlabeled", "bundled") else "given"  # run dir names
     rows = []
     for labels in [int(v) for v in args.labels.split(",")]:
         for seed in [int(v) for v in args.seeds.split(",")]:
-            out = os.path.join(args.out, f"{labels}pc-seed{seed}-{args.vae}")
-            rows.append(run_one(labels, seed, out, vae, extra))
+            out = os.path.join(args.out, f"{labels}pc-seed{seed}-{tag}")
+            rows.append(run_one(labels, seed, out, vae and vae.replace("{seed}", str(seed)), extra))
             print(f"  {labels}/class seed {seed}: A {rows[-1]['A']:.2%} -> B {rows[-1]['B']:.2%} "
                   f"({rows[-1]['steps_seconds'] / 60:.1f} min of steps)", flush=True)
     print(f"\nvae-augment augment, MNIST test set, --vae {args.vae}, {time.strftime('%Y-%m-%d')}:\n")
