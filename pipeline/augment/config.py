@@ -4,7 +4,8 @@ Every value is fixed before the run; what the run chooses (rounds, B's recipe) i
 by the rules in `decide`. The defaults are the low-data experiment's validation choices (README, "Low-data
 augmentation experiment"): pseudo-label threshold 0.5 over 10 latent neighbours (the labeler itself chosen per
 round on validation, see vae_model/pseudo_label.py), a posterior pool of every
-pseudo-labeled encoding, 3,000 records per class, pretrain 8 epochs on the shards, fine-tune at 3e-4. The
+pseudo-labeled encoding, 3,000 records per class, pretrain 8 epochs on the shards, fine-tune at 3e-4. Every classifier trains on randomly shifted (up to 10% of
+the side) and rotated (up to 10 degrees) images, the usual MNIST ranges, set before measuring and not tuned. The
 `+real` candidate's 3 epochs over shards + pseudo-labeled real rows: its first measurement (10 labels per class,
 seed 0, round 1: 92.5% test against 91.3% for the real rows alone and 91.1% for the shards alone).
 """
@@ -36,6 +37,10 @@ class AugmentConfig:
     finetune_learning_rate: float = 3e-4
     selftrain_epochs: int = 3              # B+real: epochs over shards + pseudo-labeled real rows (batch 128)
     max_rounds: int = 3                    # rounds are added only while validation accuracy improves
+    # every classifier the run trains (A and the B candidates): random shift (fraction of the side) and rotation
+    # (degrees) of its training images; the reference CNN's train.translate / train.rotate
+    translate: float = 0.1
+    rotate: float = 10.0
     cas_epochs: int = -1                   # evaluate: -1 = the classifier config's, 0 = skip CAS
     evaluate_max_images: int = 20_000
     novelty_images: int = 5_000
@@ -59,6 +64,9 @@ class AugmentConfig:
         if not self.labelers or any(n not in LABELERS for n in self.labelers) or \
                 len(set(self.labelers)) != len(self.labelers):
             raise ConfigError(f"labelers must be distinct names from {list(LABELERS)}, got {self.labelers}")
+        if not 0.0 <= self.translate < 0.5 or not 0.0 <= self.rotate <= 180.0:
+            raise ConfigError(f"translate must be in [0, 0.5) and rotate in [0, 180] degrees, got {self.translate}, "
+                              f"{self.rotate}")
         if not self.finetune_learning_rate > 0:
             raise ConfigError(f"finetune_learning_rate must be > 0, got {self.finetune_learning_rate}")
         return self

@@ -26,8 +26,10 @@ def build(job, total_seconds: float) -> dict:
         "kind": "augment_report",
         "source": job.source, "seed": job.seed, "vae": job.vae_arg,
         "command": job.command, "config": job.aug.to_dict(),
-        "classifier_architecture": "A and B are both the project's reference CNN (configs/classifier.yaml); "
-                                   "any gain of B comes from the data",
+        "classifier_architecture": "A and B are both the project's reference CNN (configs/classifier.yaml), "
+                                   "trained alike on randomly shifted (up to "
+                                   f"{job.aug.translate:.0%} of the side) and rotated (up to {job.aug.rotate:g} "
+                                   "degrees) images; any gain of B over A comes from the data",
         "test": {k: score.get(k) for k in ("has_test", "test_images", "A_test", "B_test", "lift_points",
                                            "candidates_test")},
         "choice": {"rule": "highest validation accuracy; ties: augmented over real-only, then with the "

@@ -33,6 +33,7 @@ class Job:
         self.argv = argv
         self.records: dict[str, dict] = {}
         self.n = 0
+        self.shifts = {"translate": aug.translate, "rotate": aug.rotate}  # every classifier's training images
 
     def path(self, rel: str) -> str:
         return os.path.join(self.root, rel)
@@ -136,7 +137,7 @@ class Job:
         n_lab = sp["info"]["labeled"]
         labeled, val, pool = self.path(D.LABELED), self.path(D.VAL), self.path(D.POOL)
 
-        a_cfg = steps.classifier_config(k, seed, n_lab, steps=aug.labeler_steps)
+        a_cfg = steps.classifier_config(k, seed, n_lab, steps=aug.labeler_steps, **self.shifts)
 
         def labeler_body(t):
             i = steps.train_labeler(labeled, a_cfg, t["labeler"], self.argv)
@@ -217,13 +218,14 @@ class Job:
                                   lambda i: f"{i['total']:,} records, digest {i['dataset_digest'][:16]}"))
         data_dir = self.path(pre + "data")
         rows = aug.per_class * len(classes)
-        p_cfg = steps.classifier_config(k, seed, rows, epochs=aug.pretrain_epochs, batch_size=128)
+        p_cfg = steps.classifier_config(k, seed, rows, epochs=aug.pretrain_epochs, batch_size=128,
+                                        **self.shifts)
         self.step(f"r{r}/pretrain", f"round {r}: pretrain the reference CNN on the shards",
                   {"config": p_cfg.to_dict(), **self.ident(f"r{r}/generate")}, [pre + "pretrain"],
                   lambda t: _summ(steps.pretrain(data_dir, p_cfg, t[pre + "pretrain"], self.argv),
                                   lambda i: f"{i['steps']:,} steps"))
         f_cfg = steps.classifier_config(k, seed, n_lab, steps=aug.finetune_steps,
-                                        learning_rate=aug.finetune_learning_rate)
+                                        learning_rate=aug.finetune_learning_rate, **self.shifts)
 
         def ft_body(t):
             i = steps.finetune(labeled, self.path(pre + "pretrain"), f_cfg, t[pre + "classifier"], self.argv)
@@ -234,7 +236,8 @@ class Job:
         ft = self.step(f"r{r}/finetune", f"round {r}: fine-tune on the {n_lab:,} labeled rows (B candidate)",
                        {"config": f_cfg.to_dict(), **self.ident("split", f"r{r}/pretrain")}, [pre + "classifier"],
                        ft_body)
-        s_cfg = steps.classifier_config(k, seed, rows + n_lab, epochs=aug.selftrain_epochs, batch_size=128)
+        s_cfg = steps.classifier_config(k, seed, rows + n_lab, epochs=aug.selftrain_epochs, batch_size=128,
+                                        **self.shifts)
 
         def st_body(t):
             i = steps.selftrain(pl_path, data_dir, s_cfg, t[pre + "classifier_real"], self.argv)

@@ -127,15 +127,17 @@ def copy_vae(path: str, out: str) -> dict:
 # ---------------------------------------------------------------------------------------------- classifiers
 
 def classifier_config(num_classes: int, seed: int, rows: int, steps: int | None = None, epochs: int | None = None,
-                      batch_size: int = 64, learning_rate: float | None = None):
+                      batch_size: int = 64, learning_rate: float | None = None, translate: float = 0.0,
+                      rotate: float = 0.0):
     """The reference CNN (configs/classifier.yaml) with a step budget: epochs so that about `steps` optimizer
-    steps run whatever the number of rows (A, the fine-tuning), or fixed `epochs` (pretraining)."""
+    steps run whatever the number of rows (A, the fine-tuning), or fixed `epochs` (pretraining); `translate` and
+    `rotate` set its training images' random shifts and rotations."""
     from vae_model.classifier import load_classifier_config
 
     if epochs is None:
         epochs = max(1, round(steps / max(1, math.ceil(rows / batch_size))))
     sets = [f"model.num_classes={num_classes}", f"train.seed={seed}", f"train.batch_size={batch_size}",
-            f"train.epochs={epochs}"]
+            f"train.epochs={epochs}", f"train.translate={translate}", f"train.rotate={rotate}"]
     if learning_rate is not None:
         sets.append(f"train.learning_rate={learning_rate}")
     return load_classifier_config(None, sets)

@@ -53,9 +53,11 @@ def _train_on_synthetic(out_dir: str, manifest: dict, rows: int, cfg, log, verbo
 def _recorded_ceiling(clf, cfg, real: RealSplits, test, restricted: bool) -> dict | None:
     rec = clf.meta
     recorded = rec.get("metrics", {}).get("test", {})
+    # a key a classifier.json lacks was added later with the default that keeps the old behaviour
+    train = {**dataclasses.asdict(type(cfg.train)()), **rec.get("config", {}).get("train", {})}
     same = (rec.get("data", {}).get("source") == real.source and not restricted and real.holdout_note is None
             and rec.get("config", {}).get("model") == dataclasses.asdict(cfg.model)
-            and rec.get("config", {}).get("train") == dataclasses.asdict(cfg.train)
+            and train == dataclasses.asdict(cfg.train)
             and recorded.get("images") == len(test) and "accuracy" in recorded)
     if not same:
         return None

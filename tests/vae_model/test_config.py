@@ -136,6 +136,8 @@ def test_set_overrides_are_typed(tmp_path):
     ("model.filters=[8, 8, 8, 8]", "shrink 28x28 images to nothing"),
     ("train.learning_rate=-1", "train.learning_rate"),
     ("train.max_steps=-2", "train.max_steps"),
+    ("train.translate=0.5", "train.translate must be in [0, 0.5)"),
+    ("train.rotate=-3", "train.rotate must be in [0, 180] degrees"),
     ("model.widht=3", "unknown config key model.widht"),
     ("epochs=abc", "must be an integer"),
     ("noequals", "must look like key=value"),

@@ -27,6 +27,8 @@ class ClassifierTrainConfig:
     seed: int = 0
     validation_split: float = 0.0
     max_steps: int = 0  # cap on optimizer steps (0 = epochs x ceil(rows / batch_size))
+    translate: float = 0.0  # random shift of each training image, up to this fraction of its side (0 = off)
+    rotate: float = 0.0  # random rotation of each training image, up to this many degrees (0 = off)
 
 
 @dataclass
@@ -58,6 +60,10 @@ class ClassifierConfig(SectionedConfig):
             raise ConfigError(f"train.validation_split must be in [0, 1), got {t.validation_split}")
         if t.seed < 0:
             raise ConfigError(f"train.seed must be >= 0, got {t.seed}")
+        if not (math.isfinite(t.translate) and 0.0 <= t.translate < 0.5):
+            raise ConfigError(f"train.translate must be in [0, 0.5) (a fraction of the image side), got {t.translate}")
+        if not (math.isfinite(t.rotate) and 0.0 <= t.rotate <= 180.0):
+            raise ConfigError(f"train.rotate must be in [0, 180] degrees, got {t.rotate}")
         if t.max_steps < 0:
             raise ConfigError(f"train.max_steps must be >= 0 (0 = no cap), got {t.max_steps}")
         if _feature_side(image_size, m) < 1:

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from vae_model import artifacts
+from vae_model.classifier.augmentation import augment_batches, augments
 from vae_model.classifier.config import ClassifierConfig, load_classifier_config
 from vae_model.classifier.directory import check_out_dir, load_classifier, write_classifier_dir
 from vae_model.classifier.model import build_classifier
@@ -53,7 +54,10 @@ def train_on_dataset(ds, rows: int, image_shape: tuple[int, int], cfg: Classifie
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     epochs, per_epoch = planned_steps(rows, cfg)
     stream = (ds.shuffle(min(rows, SHUFFLE_BUFFER), seed=t.seed, reshuffle_each_iteration=True).repeat()
-              .batch(t.batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+              .batch(t.batch_size).map(_to_float, num_parallel_calls=tf.data.AUTOTUNE))
+    if augments(cfg):
+        stream = augment_batches(stream, cfg)
+    stream = stream.prefetch(tf.data.AUTOTUNE)
     val_data = None
     if val is not None and len(val):
         val_data = (tf.data.Dataset.from_tensor_slices((val.images[..., None], val.labels))

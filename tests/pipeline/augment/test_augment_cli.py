@@ -41,6 +41,7 @@ def test_a_source_unfit_for_augment_is_one_error_line_and_leaves_nothing(tmp_pat
     (["--data", "mnist", "--set", "no_such_key=1"], "unknown config key"),
     (["--data", "mnist", "--set", "val_fraction=1.5"], "val_fraction"),
     (["--data", "mnist", "--set", "labelers=[neighbours, knn]"], "labelers must be distinct names"),
+    (["--data", "mnist", "--set", "translate=0.6"], "translate must be in [0, 0.5)"),
     (["--data", "mnist", "--vae", "/nonexistent/vae"], "no model.json"),
 ])
 def test_bad_flags_are_one_error_line(tmp_path, args, words):
