@@ -28,12 +28,11 @@ def read_shard(path: str, fmt: str, height: int, width: int, data: bytes | None 
     data = read_bytes(path) if data is None else data
     if fmt == "parquet":
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        from pipeline.dataset.arrow import arrow_batches
+        from pipeline.dataset.arrow import arrow_batches, read_parquet_table
 
         try:
-            table = pq.read_table(pa.BufferReader(data), use_threads=False)  # see readers.read_parquet_shard
+            table = read_parquet_table(data)
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"not a readable Parquet file ({e})") from None
         for i in range(0, table.num_rows, _PARQUET_CHUNK):

@@ -170,15 +170,14 @@ def check_report_dir(report_dir: str, out_dir: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- reading
 
 def _parquet_batches(path: str, h: int, w: int):
-    import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from pipeline.dataset.arrow import images_from_column
+    from pipeline.dataset.arrow import images_from_column, read_parquet_table
 
     # only the three columns used, not read_shard's full decode: this pass runs over every record
     try:
         with FileSystems.open(path) as f:
-            table = pq.read_table(f, columns=["label", "image", "latent"], use_threads=False)  # apache/arrow#50482
+            table = read_parquet_table(f.read(), ["label", "image", "latent"])
         images = images_from_column(table.column("image"), h, w)
     except Exception as e:  # noqa: BLE001 - any unreadable shard is a data problem
         raise DataError(f"{path}: cannot read parquet shard ({type(e).__name__}: {one_line(e)[:160]}); "
