@@ -59,14 +59,13 @@ class AugmentConfig:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.pseudo_confidence <= 1.0:
             raise ConfigError(f"pseudo_confidence must be in (0, 1], got {self.pseudo_confidence}")
+        from vae_model.classifier.config import check_shift_ranges
         from vae_model.pseudo_label import LABELERS
 
         if not self.labelers or any(n not in LABELERS for n in self.labelers) or \
                 len(set(self.labelers)) != len(self.labelers):
             raise ConfigError(f"labelers must be distinct names from {list(LABELERS)}, got {self.labelers}")
-        if not 0.0 <= self.translate < 0.5 or not 0.0 <= self.rotate <= 180.0:
-            raise ConfigError(f"translate must be in [0, 0.5) and rotate in [0, 180] degrees, got {self.translate}, "
-                              f"{self.rotate}")
+        check_shift_ranges(self.translate, self.rotate)  # the same ranges as every classifier's train.* keys
         if not self.finetune_learning_rate > 0:
             raise ConfigError(f"finetune_learning_rate must be > 0, got {self.finetune_learning_rate}")
         return self

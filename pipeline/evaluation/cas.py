@@ -7,7 +7,6 @@ would give the same number.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -51,13 +50,14 @@ def _train_on_synthetic(out_dir: str, manifest: dict, rows: int, cfg, log, verbo
 
 
 def _recorded_ceiling(clf, cfg, real: RealSplits, test, restricted: bool) -> dict | None:
+    from vae_model.classifier import classifier_config_from_dict
+
     rec = clf.meta
     recorded = rec.get("metrics", {}).get("test", {})
-    # a key a classifier.json lacks was added later with the default that keeps the old behaviour
-    train = {**dataclasses.asdict(type(cfg.train)()), **rec.get("config", {}).get("train", {})}
+    # cas_config has read this config already; keys a classifier.json lacks get the defaults that keep old behaviour
+    made_with = classifier_config_from_dict(rec["config"])
     same = (rec.get("data", {}).get("source") == real.source and not restricted and real.holdout_note is None
-            and rec.get("config", {}).get("model") == dataclasses.asdict(cfg.model)
-            and train == dataclasses.asdict(cfg.train)
+            and made_with.model == cfg.model and made_with.train == cfg.train
             and recorded.get("images") == len(test) and "accuracy" in recorded)
     if not same:
         return None

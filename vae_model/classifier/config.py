@@ -60,16 +60,21 @@ class ClassifierConfig(SectionedConfig):
             raise ConfigError(f"train.validation_split must be in [0, 1), got {t.validation_split}")
         if t.seed < 0:
             raise ConfigError(f"train.seed must be >= 0, got {t.seed}")
-        if not (math.isfinite(t.translate) and 0.0 <= t.translate < 0.5):
-            raise ConfigError(f"train.translate must be in [0, 0.5) (a fraction of the image side), got {t.translate}")
-        if not (math.isfinite(t.rotate) and 0.0 <= t.rotate <= 180.0):
-            raise ConfigError(f"train.rotate must be in [0, 180] degrees, got {t.rotate}")
+        check_shift_ranges(t.translate, t.rotate, "train.")
         if t.max_steps < 0:
             raise ConfigError(f"train.max_steps must be >= 0 (0 = no cap), got {t.max_steps}")
         if _feature_side(image_size, m) < 1:
             raise ConfigError(f"{len(m.filters)} conv blocks with kernel {m.kernel_size} shrink {image_size}x"
                               f"{image_size} images to nothing; use fewer blocks or a smaller model.kernel_size")
         return self
+
+
+def check_shift_ranges(translate: float, rotate: float, prefix: str = "") -> None:
+    """The ranges of the training images' random shift (a fraction of the side) and rotation (degrees)."""
+    if not (math.isfinite(translate) and 0.0 <= translate < 0.5):
+        raise ConfigError(f"{prefix}translate must be in [0, 0.5) (a fraction of the image side), got {translate}")
+    if not (math.isfinite(rotate) and 0.0 <= rotate <= 180.0):
+        raise ConfigError(f"{prefix}rotate must be in [0, 180] degrees, got {rotate}")
 
 
 def _feature_side(side: int, m: ClassifierModelConfig) -> int:

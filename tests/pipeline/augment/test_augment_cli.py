@@ -42,6 +42,7 @@ def test_a_source_unfit_for_augment_is_one_error_line_and_leaves_nothing(tmp_pat
     (["--data", "mnist", "--set", "val_fraction=1.5"], "val_fraction"),
     (["--data", "mnist", "--set", "labelers=[neighbours, knn]"], "labelers must be distinct names"),
     (["--data", "mnist", "--set", "translate=0.6"], "translate must be in [0, 0.5)"),
+    (["--data", "mnist", "--set", "rotate=200"], "rotate must be in [0, 180] degrees"),
     (["--data", "mnist", "--vae", "/nonexistent/vae"], "no model.json"),
 ])
 def test_bad_flags_are_one_error_line(tmp_path, args, words):
@@ -49,6 +50,16 @@ def test_bad_flags_are_one_error_line(tmp_path, args, words):
     assert r.exit_code == 2, r.output
     assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], r.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key", ["translate", "rotate"])
+def test_a_nan_shift_range_is_refused_like_the_classifiers(key):
+    # a YAML `.nan` reaches validate() (the --set parser refuses "nan" before it)
+    from pipeline.augment.config import AugmentConfig
+    from vae_model.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{key} must be in"):
+        AugmentConfig(**{key: float("nan")}).validate()
 
 
 def test_an_output_directory_that_is_not_ours_is_refused_untouched(tmp_path):
