@@ -10,6 +10,7 @@ import numpy as np
 from pipeline.dataset import layout
 from pipeline.dataset.arrow import images_from_column, read_parquet_table
 from pipeline.dataset.layout import FileSystems, ShardFile, read_manifest
+from vae_model.artifacts import read_bytes
 from vae_model.errors import DataError
 
 __all__ = ["checked_manifest", "load_dataframe", "load_parquet", "load_table", "read_manifest", "read_parquet_shard",
@@ -39,8 +40,7 @@ def read_parquet_shard(shard: ShardFile, columns=None):
     import pyarrow as pa
 
     try:
-        with FileSystems.open(shard.path) as f:
-            table = read_parquet_table(f.read(), columns)
+        table = read_parquet_table(read_bytes(shard.path), columns)
     except (pa.ArrowException, OSError, ValueError, KeyError) as e:
         raise DataError(f"{shard.path}: cannot read parquet shard ({layout.first_line(e)}); run `vae-augment verify` on "
                         "the output and regenerate it") from None

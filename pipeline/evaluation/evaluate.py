@@ -170,14 +170,12 @@ def check_report_dir(report_dir: str, out_dir: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- reading
 
 def _parquet_batches(path: str, h: int, w: int):
-    from apache_beam.io.filesystems import FileSystems
-
     from pipeline.dataset.arrow import images_from_column, read_parquet_table
+    from vae_model.artifacts import read_bytes
 
     # only the three columns used, not read_shard's full decode: this pass runs over every record
     try:
-        with FileSystems.open(path) as f:
-            table = read_parquet_table(f.read(), ["label", "image", "latent"])
+        table = read_parquet_table(read_bytes(path), ["label", "image", "latent"])
         images = images_from_column(table.column("image"), h, w)
     except Exception as e:  # noqa: BLE001 - any unreadable shard is a data problem
         raise DataError(f"{path}: cannot read parquet shard ({type(e).__name__}: {one_line(e)[:160]}); "
