@@ -22,7 +22,8 @@ DEFAULT_VAE_CONFIG = "conv_unlabeled"  # configs/conv_unlabeled.yaml: the bundle
 @dataclass
 class AugmentConfig:
     vae_config: str = DEFAULT_VAE_CONFIG   # VAE config (bundled name or YAML path) for step 1 without --vae
-    vae_epochs: int = 0                    # 0 = the VAE config's epochs
+    # half the bundled VAE's 20: the run's largest step at half the time, B no worse (README, 2026-12-07 run)
+    vae_epochs: int = 10                   # 0 = the VAE config's epochs
     val_fraction: float = 0.2              # of each class's labeled rows, at least one per class
     labeler_steps: int = 1500              # optimizer steps (batch 64) of classifier A
     neighbours: int = 10                   # pseudo-label: latent neighbours averaged
