@@ -1,10 +1,7 @@
-"""How fast is this host right now? The same VAE training step (the bundled conv VAE's architecture, batch 128, one
-fixed MNIST batch) timed in consecutive windows, each with the CPU time the process got in it.
-
-On the 2-core development machine the step has two speeds: about 100-120 ms with the process using 1.8 cores, and
-phases where the same step takes up to twice as long while the process gets about one core (there is no cgroup
-quota inside the guest). `augment`'s VAE step took 699 s on one day and 1,377 s on another
-with the same code; run this before timing anything, and report its line with the timing.
+"""How fast is this host right now? The same VAE training step (the bundled conv VAE's architecture, one fixed
+MNIST batch) timed in consecutive windows, each with the CPU time the process got in it. The development host has
+phases in which the same step runs up to twice as slow on about one core (README, "Few labels: vae-augment
+augment"); run this before timing anything, and report its line with the timing.
 
     python benchmarks/host_speed.py                 # 12 windows of 30 steps
     python benchmarks/host_speed.py --windows 40 --intra-op 1
@@ -12,6 +9,7 @@ with the same code; run this before timing anything, and report its line with th
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -35,13 +33,14 @@ def main(argv=None) -> None:
 
     if args.intra_op:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+    from pipeline.augment.config import AugmentConfig
     from vae_model.config import load_config
     from vae_model.data import load_source
     from vae_model.models import build_vae
 
     cfg = load_config("conv_unlabeled")
-    images = load_source("mnist", validation_split=0.0, seed=0).train.images[:cfg.train.batch_size]
-    batch = tf.constant(images[..., None].astype(np.float32) / 255.0)
+    train = load_source("mnist", validation_split=0.0, seed=0).train
+    batch = tf.constant(train.images[:cfg.train.batch_size, ..., None].astype(np.float32) / 255.0)
     vae = build_vae(cfg)
     vae.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
     ds = tf.data.Dataset.from_tensors(batch).repeat()
@@ -57,9 +56,11 @@ def main(argv=None) -> None:
     print("window ms/step:", " ".join(f"{m:.0f}" for m in ms))
     print("window cores:  ", " ".join(f"{c:.1f}" for c in cores))
     fast = min(ms)
+    epochs = AugmentConfig().vae_epochs or cfg.train.epochs
+    steps = epochs * math.ceil(len(train) / cfg.train.batch_size)
     print(f"VAE step (batch {cfg.train.batch_size}): fastest {fast:.0f} ms, median {statistics.median(ms):.0f} ms, "
-          f"slowest {max(ms):.0f} ms; slowest/fastest {max(ms) / fast:.2f}; "
-          f"20 epochs of 60,000 images at the median: {statistics.median(ms) * 9380 / 60000:.1f} min")
+          f"slowest {max(ms):.0f} ms; slowest/fastest {max(ms) / fast:.2f}; augment's VAE step ({epochs} epochs of "
+          f"{len(train):,} images, {steps:,} steps) at the median: {statistics.median(ms) * steps / 60_000:.1f} min")
 
 
 if __name__ == "__main__":
