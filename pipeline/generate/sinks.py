@@ -105,6 +105,21 @@ class _HashingFile:
     def readable(self) -> bool:
         return False
 
+    def release_page_cache(self) -> None:
+        """A local file's bytes to disk, then out of the page cache; a no-op for other filesystems (no fileno).
+
+        On a VM that hands freed memory back to its host (virtio-balloon free page reporting, as here), the
+        kernel's first touch of page-cache memory costs ~2.3 core-s per GB written against ~0.3 for a sync and a
+        drop that lets the next shard reuse the same pages (README, Performance). It also puts each shard on disk
+        before the manifest names it."""
+        try:
+            fd = self._fh.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+            return
+        self._fh.flush()
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
     def close(self) -> None:  # Beam closes the real handle after flush(); never earlier
         self.closed = True
 
@@ -161,6 +176,8 @@ class _BatchSink(fileio.FileSink):
                 return
             try:
                 if batch is None:
+                    if self._error is None:
+                        self._finish_file()
                     return
                 if self._error is None:
                     self._write_batch(batch)
@@ -190,17 +207,25 @@ class _BatchSink(fileio.FileSink):
         # After the batch, so an injected failure leaves a half-written temp file behind, as a real crash would.
         faults.maybe_fail("write", self._shard)
         if self._expected is not None and self._rows >= self._expected:
-            self._complete_file()
+            self._complete_file(wait=False)
 
-    def _complete_file(self):
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-            self._raise_pending()
+    def _finish_file(self):
+        self._finish()
+        self._file.release_page_cache()
+
+    def _complete_file(self, wait: bool = True):
+        """Finish the shard's file: on its writer thread (which then ends), so the bundle's thread goes on to the
+        next shard while this one's footer is written and synced; `wait` joins it (flush() does)."""
         if not self._complete:
             self._complete = True
-            self._finish()
+            if self._thread is None:
+                self._finish_file()
+            else:
+                self._queue.put(None)
+        if wait and self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._raise_pending()
 
     def flush(self):
         # fileio calls flush() once, right before it closes the file (at the end of the bundle).

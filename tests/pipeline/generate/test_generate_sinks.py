@@ -251,8 +251,8 @@ def test_manifest_hashes_come_from_the_sinks_not_from_reading_shards(tmp_path, m
 
 @pytest.mark.parametrize("threaded", [False, True])
 def test_a_shard_is_finished_at_its_planned_rows_not_at_bundle_end(threaded):
-    """With the planned row count the Parquet file is complete (footer written, writer and thread released) right
-    after its last batch, before fileio's flush at the end of the bundle; more rows than planned are refused."""
+    """With the planned row count the Parquet file is complete (footer written, writer thread ended) after its
+    last batch, before fileio's flush at the end of the bundle; more rows than planned are refused."""
     import io
 
     from pipeline.generate.sinks import ParquetBatchSink
@@ -264,7 +264,9 @@ def test_a_shard_is_finished_at_its_planned_rows_not_at_bundle_end(threaded):
     sink.write((0, batches[0]))
     assert sink._thread is not None or not threaded  # noqa: SLF001 - still open mid-shard
     sink.write((0, batches[1]))
-    assert sink._thread is None  # noqa: SLF001
+    if threaded:  # the writer thread finishes the file (footer, sync) and ends without waiting for flush()
+        sink._thread.join(timeout=30)  # noqa: SLF001
+        assert not sink._thread.is_alive()  # noqa: SLF001
     done = fh.getvalue()
     table = pq.read_table(io.BytesIO(done))  # readable before flush: the footer is there
     assert table.column("id").to_pylist() == [*batches[0].ids.tolist(), *batches[1].ids.tolist()]
@@ -284,3 +286,21 @@ def test_a_shard_short_of_its_planned_rows_fails_at_flush():
     sink.write((0, make_batches([5])[0]))
     with pytest.raises(ValueError, match="got 5 records, 9 were planned"):
         sink.flush()
+
+
+def test_a_local_shard_is_synced_and_intact_after_its_page_cache_is_released(tmp_path):
+    """release_page_cache (fdatasync + POSIX_FADV_DONTNEED on a local file) leaves the bytes readable as written."""
+    from pipeline.generate.sinks import ParquetBatchSink
+
+    batches = make_batches([5, 7])
+    path = tmp_path / "shard.parquet"
+    sink = ParquetBatchSink(0, 1, None, arrow_schema(H, W), "none", expected_rows=12)
+    with open(path, "wb") as fh:
+        sink.open(fh)
+        for b in batches:
+            sink.write((0, b))
+        sink.flush()
+        size = sink._file.size  # noqa: SLF001
+    assert path.stat().st_size == size > 0
+    table = pq.read_table(path)
+    assert table.column("id").to_pylist() == [*batches[0].ids.tolist(), *batches[1].ids.tolist()]
