@@ -7,7 +7,7 @@ from vae_model.inference import _count_nonfinite_fast, _quantize
 
 
 def _reference(x):
-    """The definition the README gives: round half to even of clip(x, 0, 1) * 255, as float32 math."""
+    """The definition in the README's Output table: round half to even of clip(x, 0, 1) * 255, as float32 math."""
     return np.rint(np.clip(x, np.float32(0), np.float32(1)) * np.float32(255)).astype(np.uint8)
 
 
