@@ -9,6 +9,7 @@ import click
 from pipeline.generate.options import CONTEXT_SETTINGS as GENERATE_CONTEXT
 from pipeline.generate.options import generate_options, job_from_options
 from pipeline.logs import quiet_libraries
+from pipeline.startup import exit_now, imports_without_gc
 from vae_model.errors import UserError
 from vae_model.latent_stats import POOL_PER_CLASS
 from vae_model.pseudo_label import DEFAULT_NEIGHBOURS, DEFAULT_PSEUDO_LABEL_CONFIDENCE, LABELERS
@@ -22,7 +23,8 @@ class _Command(click.Command):
 
     def invoke(self, ctx):
         # verify imports TensorFlow only to parse TFRecord records (it quiets it then, see verify)
-        quiet_libraries(ctx.find_root().params.get("verbose", False), tensorflow=ctx.info_name != "verify")
+        with imports_without_gc():
+            quiet_libraries(ctx.find_root().params.get("verbose", False), tensorflow=ctx.info_name != "verify")
         return super().invoke(ctx)
 
 
@@ -389,7 +391,10 @@ def _yaml_str(s: str) -> str:
 
 
 def main(argv=None):
-    cli.main(args=argv, prog_name="vae-augment")
+    try:
+        cli.main(args=argv, prog_name="vae-augment")
+    except SystemExit as e:  # click's standalone mode always ends here
+        exit_now(e.code)
 
 
 if __name__ == "__main__":
