@@ -23,12 +23,14 @@ thread goes on to the next shard; flush() waits for it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import threading
 import uuid
 
 import apache_beam as beam
+import numpy as np
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
@@ -76,19 +78,86 @@ def check_checksums(checksums) -> tuple[str, ...]:
     return names
 
 
+_DIRECT_ALIGN = 4096  # O_DIRECT wants block-aligned buffers, lengths and offsets; 4096 covers 512-byte devices too
+_DIRECT_CHUNK = 4 << 20  # measured with dd here: 4 MB O_DIRECT writes 2.0 GB/s at 0.1 core-s per 2 GB
+
+
+class _DirectWriter:
+    """Writes a new local file with O_DIRECT, around the page cache: bytes are staged in an aligned 4 MB buffer and
+    written in whole blocks, the unaligned tail in a plain write at `finish()`.
+
+    On this VM, copying 2 GB into the page cache costs 0.4-3.2 core-s of kernel time (more when the VM has given
+    the memory back to its host) and a sync after it as much again; the same bytes with O_DIRECT cost 0.1-0.2
+    (README, Performance). `open` returns None where the file can't do it (no fileno, a filesystem without
+    O_DIRECT, an unaligned offset); the caller then writes through the handle as usual."""
+
+    def __init__(self, fd: int, flags: int):
+        self._fd = fd
+        self._flags = flags
+        raw = np.empty(_DIRECT_CHUNK + _DIRECT_ALIGN, np.uint8)
+        start = -raw.ctypes.data % _DIRECT_ALIGN
+        self._buf = raw[start : start + _DIRECT_CHUNK]
+        self._fill = 0
+
+    @classmethod
+    def open(cls, fh) -> "_DirectWriter | None":
+        try:
+            fd = fh.fileno()
+            fh.flush()
+            if os.lseek(fd, 0, os.SEEK_CUR) % _DIRECT_ALIGN:
+                return None
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+            return None
+        return cls(fd, flags)
+
+    def write(self, data: np.ndarray) -> None:
+        """Stage `data` (1-D uint8), writing every full buffer."""
+        pos, n = 0, len(data)
+        while pos < n:
+            k = min(n - pos, _DIRECT_CHUNK - self._fill)
+            self._buf[self._fill : self._fill + k] = data[pos : pos + k]
+            self._fill += k
+            pos += k
+            if self._fill == _DIRECT_CHUNK:
+                self._write_all(self._buf)
+                self._fill = 0
+
+    def _write_all(self, block: np.ndarray) -> None:
+        view = memoryview(block)
+        while len(view):
+            view = view[os.write(self._fd, view):]
+
+    def finish(self) -> None:
+        """Write what is staged: the whole blocks with O_DIRECT, then the tail with O_DIRECT off."""
+        whole = self._fill - self._fill % _DIRECT_ALIGN
+        if whole:
+            self._write_all(self._buf[:whole])
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
+        if self._fill > whole:
+            self._write_all(self._buf[whole : self._fill])
+        self._fill = 0
+        self._buf = None
+
+
 class _HashingFile:
     """Write-only file wrapper that counts, crc32c-checksums (and optionally sha256-hashes) every byte on its way
-    to the real handle."""
+    to the real handle; a local file's bytes go around the page cache (_DirectWriter)."""
 
     def __init__(self, fh, checksums=DEFAULT_CHECKSUMS):
         self._fh = fh
         self._sums = Checksums(checksums)
+        self._direct = _DirectWriter.open(fh)
         self.size = 0
         self.closed = False
 
     def write(self, data) -> int:
         view = self._sums.update(data)
-        self._fh.write(view)
+        if self._direct is not None:
+            self._direct.write(np.frombuffer(view, np.uint8) if isinstance(view, bytes) else view.reshape(-1))
+        else:
+            self._fh.write(view)
         self.size += len(view)
         return len(view)
 
@@ -108,12 +177,14 @@ class _HashingFile:
         return False
 
     def release_page_cache(self) -> None:
-        """A local file's bytes to disk, then out of the page cache; a no-op for other filesystems (no fileno).
-
-        On a VM that hands freed memory back to its host (virtio-balloon free page reporting, as here), the
-        kernel's first touch of page-cache memory costs ~2.3 core-s per GB written against ~0.3 for a sync and a
-        drop that lets the next shard reuse the same pages (README, Performance). It also puts each shard on disk
-        before the manifest names it."""
+        """A local file's bytes (the staged O_DIRECT tail included) to disk, then out of the page cache; a no-op for
+        other filesystems (no fileno). It puts each shard on disk before the manifest names it, and where O_DIRECT
+        was refused it lets the next shard reuse the same pages: on a VM that hands freed memory back to its
+        host (virtio-balloon free page reporting, as here), the kernel's first touch of page-cache memory costs
+        ~2.3 core-s per GB written against ~0.3 with a sync and a drop (README, Performance)."""
+        if self._direct is not None:
+            self._direct.finish()
+            self._direct = None
         try:
             fd = self._fh.fileno()
         except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
