@@ -16,9 +16,10 @@ not have to read every shard back.
 
 Each open shard encodes and writes on a writer thread of its own, one batch behind the bundle's thread, so
 Arrow/Parquet encoding, TFRecord framing, checksums and file writes (which release the GIL for most of their time)
-overlap with decoding and with the other format's writer. At its planned last batch the writer thread also
-finishes the file (footer; a local file is synced and dropped from the page cache) and ends, while the bundle's
-thread goes on to the next shard; flush() waits for it.
+overlap with decoding and with the other format's writer. A local file is written with O_DIRECT, around the
+page cache (_DirectWriter). At its planned last batch the writer thread also finishes the file (footer; a local
+file's staged tail, a sync and a drop from the page cache) and ends, while the bundle's thread goes on to the
+next shard; flush() waits for it.
 """
 
 from __future__ import annotations
