@@ -24,6 +24,7 @@ next shard; flush() waits for it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import queue
@@ -95,6 +96,7 @@ class _DirectWriter:
     def __init__(self, fd: int, flags: int):
         self._fd = fd
         self._flags = flags
+        self._direct = True
         raw = np.empty(_DIRECT_CHUNK + _DIRECT_ALIGN, np.uint8)
         start = -raw.ctypes.data % _DIRECT_ALIGN
         self._buf = raw[start : start + _DIRECT_CHUNK]
@@ -128,14 +130,25 @@ class _DirectWriter:
     def _write_all(self, block: np.ndarray) -> None:
         view = memoryview(block)
         while len(view):
-            view = view[os.write(self._fd, view):]
+            try:
+                view = view[os.write(self._fd, view):]
+            except OSError as e:
+                # Some filesystems (FUSE, network mounts) take the flag but refuse the writes: go on without it.
+                if e.errno != errno.EINVAL or not self._direct:
+                    raise
+                self._plain()
+
+    def _plain(self) -> None:
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
+        self._direct = False
 
     def finish(self) -> None:
         """Write what is staged: the whole blocks with O_DIRECT, then the tail with O_DIRECT off."""
         whole = self._fill - self._fill % _DIRECT_ALIGN
         if whole:
             self._write_all(self._buf[:whole])
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
+        if self._direct:
+            self._plain()
         if self._fill > whole:
             self._write_all(self._buf[whole : self._fill])
         self._fill = 0

@@ -349,3 +349,36 @@ def test_without_a_file_descriptor_the_bytes_go_through_the_handle():
     f.write(b"abc")
     f.release_page_cache()
     assert fh.getvalue() == b"abc"
+
+
+def test_a_filesystem_that_refuses_direct_writes_gets_plain_ones(tmp_path, monkeypatch):
+    """A mount that takes O_DIRECT but fails the writes with EINVAL (FUSE, some network filesystems): the writer
+    turns the flag off and writes the same bytes plainly."""
+    import errno
+    import fcntl
+
+    import numpy as np
+
+    from pipeline.generate import sinks
+
+    real_write = os.write
+    refused = []
+
+    def write(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(sinks.os, "write", write)
+    data = np.random.default_rng(1).integers(0, 256, 3 * sinks._DIRECT_CHUNK + 77, dtype=np.uint8)
+    path = tmp_path / "shard.bin"
+    with open(path, "wb") as fh:
+        f = sinks._HashingFile(fh)
+        if f._direct is None:  # noqa: SLF001
+            pytest.skip("this filesystem refuses O_DIRECT at open already")
+        f.write(data)
+        f.release_page_cache()
+        assert not fcntl.fcntl(fh.fileno(), fcntl.F_GETFL) & os.O_DIRECT
+    assert refused == [sinks._DIRECT_CHUNK]  # the first block only; the rest went plain
+    assert path.read_bytes() == data.tobytes()
