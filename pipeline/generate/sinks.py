@@ -265,13 +265,14 @@ class _BatchSink(fileio.FileSink):
                 if batch is None:
                     if self._error is None:
                         self._finish_file()
-                    return
-                if self._error is None:
+                elif self._error is None:
                     self._write_batch(batch)
             except BaseException as e:  # noqa: BLE001 - re-raised on the bundle's thread
                 self._error = e
             finally:
                 self._queue.task_done()
+            if batch is None:  # also when finishing failed (e.g. disk full at the footer): flush() joins us
+                return
 
     def _raise_pending(self):
         if self._error is not None:

@@ -382,3 +382,32 @@ def test_a_filesystem_that_refuses_direct_writes_gets_plain_ones(tmp_path, monke
         assert not fcntl.fcntl(fh.fileno(), fcntl.F_GETFL) & os.O_DIRECT
     assert refused == [sinks._DIRECT_CHUNK]  # the first block only; the rest went plain
     assert path.read_bytes() == data.tobytes()
+
+
+def test_a_shard_that_fails_to_finish_on_its_writer_thread_fails_flush_instead_of_hanging():
+    """Disk full at the last write (the footer, or the staged O_DIRECT tail): the writer thread ends with the error
+    and the bundle's flush() raises it."""
+    import io
+    import threading
+
+    from pipeline.generate.sinks import TFRecordBatchSink
+
+    class Full(TFRecordBatchSink):
+        def _finish(self):
+            raise OSError(28, "No space left on device")
+
+    sink = Full(0, 1, None, expected_rows=5)
+    sink.open(io.BytesIO())
+    sink.write((0, make_batches([5])[0]))  # the planned last batch: the writer thread finishes the file
+    raised = []
+
+    def flush():
+        try:
+            sink.flush()
+        except OSError as e:
+            raised.append(e.errno)
+
+    t = threading.Thread(target=flush, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive() and raised == [28]
