@@ -36,3 +36,25 @@ def test_nonfinite_count_is_exact(values, any_bad):
     exact = int(np.sum(~np.isfinite(x)))
     assert (exact > 0) == any_bad
     assert int(_count_nonfinite_fast(tf.constant(x))) == exact
+
+
+def test_a_row_decodes_to_the_same_bytes_whatever_the_call_size():
+    """One full batch (returned without a second copy), a short call (padded) and several chunks give every row the
+    same bytes, as a writable uint8 array of the image shape, with the non-finite count summed over the chunks."""
+    import keras
+
+    from vae_model.inference import BatchDecoder
+
+    keras.utils.set_random_seed(0)
+    decoder = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4 * 5, activation="sigmoid"),
+                                keras.layers.Reshape((4, 5, 1))])
+    dec = BatchDecoder(decoder, 8)
+    z = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    full, bad_full = dec(z[:8])
+    short, _ = dec(z[:5])
+    chunks, bad = dec(z)
+    assert full.shape == (8, 4, 5) and full.dtype == np.uint8 and full.flags.writeable
+    assert np.array_equal(short, full[:5]) and np.array_equal(chunks[:8], full)
+    assert chunks.shape == (20, 4, 5) and (bad_full, bad) == (0, 0)
+    again, _ = dec(z[8:16])
+    assert np.array_equal(again, chunks[8:16])
