@@ -41,9 +41,11 @@ def exit_now(code) -> None:
         sys.exit(code)
     threading._shutdown()  # noqa: SLF001 - what the interpreter does first at exit: join non-daemon threads
     atexit._run_exitfuncs()  # noqa: SLF001 - logging.shutdown, temp dirs, executors
-    status = code if isinstance(code, int) else (0 if code is None else 1)
-    if not isinstance(code, int) and code is not None:
-        print(code, file=sys.stderr)  # sys.exit("message") semantics
+    if code is None or isinstance(code, int):
+        status = code or 0
+    else:  # sys.exit("message"): the message on stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
