@@ -71,9 +71,6 @@ class BatchDecoder:
     def __call__(self, z: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         n = len(z)
         labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32)
-        if n == self.batch_size:  # the usual call: .numpy() is already a fresh array, so no second copy
-            img, nb = self._decode(np.asarray(z, np.float32), np.maximum(labels, 0))
-            return img.numpy(), int(nb)
         out = np.empty((n,) + self.image_shape, np.uint8)
         bad = 0
         for a, b in _chunks(n, self.batch_size):

@@ -39,8 +39,8 @@ def test_nonfinite_count_is_exact(values, any_bad):
 
 
 def test_a_row_decodes_to_the_same_bytes_whatever_the_call_size():
-    """One full batch (returned without a second copy), a short call (padded) and several chunks give every row the
-    same bytes, as a writable uint8 array of the image shape, with the non-finite count summed over the chunks."""
+    """One full batch, a short call (padded) and several chunks give every row the same bytes, as a writable uint8
+    array of the image shape, with the non-finite count summed over the chunks."""
     import keras
 
     from vae_model.inference import BatchDecoder
